@@ -1,0 +1,71 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fixtures shared by every test: real servers on loopback and module runners."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))
+
+from servers import BasicAuthServer, ChannelServer, Squid, TinyProxy, write_channel  # noqa: E402
+
+
+def require(*programs: str) -> None:
+    """Skip, naming what is missing, when a real consumer is not installed (``make lab-deps`` installs them)."""
+    missing = [p for p in programs if not shutil.which(p) and not os.path.exists(p)]
+    if missing:
+        pytest.skip("not installed: %s (run `make lab-deps` as root)" % ", ".join(missing))
+
+
+@pytest.fixture
+def channel(tmp_path_factory):
+    """A conda-style channel served on 127.0.0.1; ``.url`` + ``/fleet-channel/noarch/repodata.json``."""
+    root = str(tmp_path_factory.mktemp("channel"))
+    write_channel(root)
+    with ChannelServer(root) as server:
+        server.repodata_url = server.url + "/fleet-channel/noarch/repodata.json"
+        yield server
+
+
+@pytest.fixture
+def tinyproxy():
+    require("tinyproxy")
+    with TinyProxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def squid_factory():
+    """``squid_factory(username, password)`` starts a squid requiring those credentials."""
+    require("/usr/sbin/squid", "openssl")
+    started = []
+
+    def start(username: str = "fleet", password: str = "s3cret") -> Squid:
+        proxy = Squid(username, password).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def basic_auth_site():
+    """``basic_auth_site(username, password)`` starts a site answering 200 only to those credentials."""
+    started = []
+
+    def start(username: str, password: str) -> BasicAuthServer:
+        server = BasicAuthServer(username, password).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)

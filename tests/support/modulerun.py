@@ -1,0 +1,59 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Two ways of running the collection's modules from tests.
+
+* :func:`call_module` runs a module's ``main()`` in-process with ``patch_module_args``
+  (fast; for the many edge cases).
+* :func:`run_adhoc` runs ``ansible localhost -m condafleet.proxy.<module>`` as a user
+  would, through the real ansible CLI, module transfer and result masking included.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+from ansible.module_utils.testing import patch_module_args
+
+
+def call_module(module: str, args: dict, check: bool = False, diff: bool = False) -> dict:
+    """Run ``plugins/modules/<module>.py`` in-process; returns the result (``failed`` set on failure)."""
+    mod = importlib.import_module("ansible_collections.condafleet.proxy.plugins.modules.%s" % module)
+    full = dict(args, _ansible_check_mode=check, _ansible_diff=diff, _ansible_remote_tmp="/tmp", _ansible_keep_remote_files=False)
+    from io import StringIO
+    from unittest import mock
+
+    out = StringIO()
+    with patch_module_args(full), mock.patch.object(sys, "stdout", out):
+        try:
+            mod.main()
+        except SystemExit:
+            pass
+    text = out.getvalue()
+    return json.loads(text[text.index("{"):])
+
+
+def run_adhoc(module: str, args: dict, check: bool = False, diff: bool = False, verbosity: int = 0,
+              env: dict | None = None, become_user: str | None = None) -> tuple[dict, str]:
+    """Run the module with ``ansible localhost -m``; returns ``(result, raw stdout+stderr)``."""
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-m",
+           "condafleet.proxy.%s" % module, "-a", json.dumps(args), "-c", "local",
+           "-e", "ansible_python_interpreter=%s" % sys.executable]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    if verbosity:
+        cmd.append("-" + "v" * verbosity)
+    full_env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+                    ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    full_env.update(env or {})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120)
+    raw = proc.stdout + proc.stderr
+    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return result, raw

@@ -1,0 +1,296 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Real servers on 127.0.0.1 for the tests and the demo: proxies, a conda channel, a Basic-auth site.
+
+Each server is a context manager: it starts a real process (or thread), waits a bounded
+time for its port, and stops what it started by its own pid. Nothing binds beyond loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("server exited with %s before listening on %d" % (proc.returncode, port))
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex((LOOPBACK, port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError("nothing listens on %s:%d after %.0fs" % (LOOPBACK, port, timeout))
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Stop ``proc`` by its pid (and its process group), bounded in time."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except OSError:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            proc.kill()
+        proc.wait(timeout)
+
+
+class _Server:
+    """Common start/stop for the process-based servers."""
+
+    name = "server"
+
+    def __init__(self, workdir: str | None = None) -> None:
+        self._own_dir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="condafleet-%s-" % self.name)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def start(self) -> "_Server":
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=open(os.path.join(self.workdir, "stdout.log"), "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(self.port, self.proc)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return "http://%s:%d" % (LOOPBACK, self.port)
+
+    def url_with(self, username: str, password: str) -> str:
+        from urllib.parse import quote
+
+        return "http://%s:%s@%s:%d" % (quote(username, safe=""), quote(password, safe=""), LOOPBACK, self.port)
+
+
+class TinyProxy(_Server):
+    """tinyproxy requiring Basic proxy auth; every request is logged to :attr:`log_path`."""
+
+    name = "tinyproxy"
+
+    def __init__(self, username: str = "fleet", password: str = "s3cret", workdir: str | None = None) -> None:
+        super().__init__(workdir)
+        self.username = username
+        self.password = password
+        self.log_path = os.path.join(self.workdir, "tinyproxy.log")
+
+    def command(self) -> list[str]:
+        conf = os.path.join(self.workdir, "tinyproxy.conf")
+        with open(conf, "w") as handle:
+            handle.write(
+                "Port %d\nListen %s\nTimeout 30\nLogFile \"%s\"\nLogLevel Info\nMaxClients 20\n"
+                "Allow 127.0.0.1\nBasicAuth %s %s\nDisableViaHeader Yes\n"
+                % (self.port, LOOPBACK, self.log_path, self.username, self.password)
+            )
+        return [shutil.which("tinyproxy") or "/usr/bin/tinyproxy", "-d", "-c", conf]
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+
+def _apr1(password: str, salt: str) -> str:
+    """Apache's MD5 crypt (``$apr1$``), which squid's basic_ncsa_auth accepts: no htpasswd needed."""
+    out = subprocess.run(
+        ["openssl", "passwd", "-apr1", "-salt", salt, "-stdin"],
+        input=password.encode(),
+        capture_output=True,
+        check=True,
+    )
+    return out.stdout.decode().strip()
+
+
+class Squid(_Server):
+    """squid requiring Basic proxy auth (any byte in the password); access log at :attr:`log_path`."""
+
+    name = "squid"
+
+    def __init__(self, username: str = "fleet", password: str = "s3cret", workdir: str | None = None) -> None:
+        super().__init__(workdir)
+        self.username = username
+        self.password = password
+        self.log_path = os.path.join(self.workdir, "access.log")
+
+    def command(self) -> list[str]:
+        helper = "/usr/lib/squid/basic_ncsa_auth"
+        passwd = os.path.join(self.workdir, "passwd")
+        with open(passwd, "w") as handle:
+            handle.write("%s:%s\n" % (self.username, _apr1(self.password, "cfleet01")))
+        conf = os.path.join(self.workdir, "squid.conf")
+        with open(conf, "w") as handle:
+            handle.write(
+                "http_port %s:%d\n"
+                "pid_filename %s/squid.pid\n"
+                "access_log stdio:%s\n"
+                "cache_log %s/cache.log\n"
+                "cache deny all\ncache_mem 8 MB\n"
+                "coredump_dir %s\n"
+                "auth_param basic program %s %s\n"
+                "auth_param basic realm condafleet\n"
+                "auth_param basic children 2 startup=1\n"
+                "acl authed proxy_auth REQUIRED\n"
+                "http_access allow authed\nhttp_access deny all\n"
+                "shutdown_lifetime 0 seconds\n"
+                % (LOOPBACK, self.port, self.workdir, self.log_path, self.workdir, self.workdir, helper, passwd)
+            )
+            if os.geteuid() == 0:
+                handle.write("cache_effective_user %s\n" % _squid_user())
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, _squid_user())
+            for name in os.listdir(self.workdir):
+                shutil.chown(os.path.join(self.workdir, name), _squid_user())
+            os.chmod(self.workdir, 0o755)
+        return [shutil.which("squid") or "/usr/sbin/squid", "-N", "-f", conf]
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+
+def _squid_user() -> str:
+    import pwd
+
+    for name in ("proxy", "squid", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    return "nobody"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, fmt, *args) -> None:  # keep test output clean; requests are counted instead
+        self.server.requests.append(self.path)
+
+
+class _ThreadServer:
+    """An ``http.server`` in a thread on 127.0.0.1; ``requests`` lists the paths it served."""
+
+    def __init__(self, handler) -> None:
+        self.httpd = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)
+        self.httpd.requests = []
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def requests(self) -> list[str]:
+        return self.httpd.requests
+
+    @property
+    def url(self) -> str:
+        return "http://%s:%d" % (LOOPBACK, self.port)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def write_channel(root: str, name: str = "fleet-channel") -> str:
+    """A conda-style channel on disk: ``<root>/<name>/noarch/repodata.json`` (and linux-64). Returns its dir."""
+    channel = os.path.join(root, name)
+    for subdir in ("noarch", "linux-64"):
+        os.makedirs(os.path.join(channel, subdir), exist_ok=True)
+        with open(os.path.join(channel, subdir, "repodata.json"), "w") as handle:
+            json.dump({"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}, "repodata_version": 1}, handle)
+    return channel
+
+
+class ChannelServer(_ThreadServer):
+    """Serves a directory holding conda-style channels (see :func:`write_channel`)."""
+
+    def __init__(self, root: str) -> None:
+        def handler(*args, **kwargs):
+            return _QuietHandler(*args, directory=root, **kwargs)
+
+        super().__init__(handler)
+
+
+class BasicAuthServer(_ThreadServer):
+    """A site that answers 200 only with the right Basic credentials (for ``curl --netrc-file``)."""
+
+    def __init__(self, username: str, password: str) -> None:
+        expected = "Basic " + base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+                self.server.requests.append(self.headers.get("Authorization"))
+                ok = self.headers.get("Authorization") == expected
+                body = b"authorized\n" if ok else b"denied\n"
+                self.send_response(200 if ok else 401)
+                if not ok:
+                    self.send_header("WWW-Authenticate", 'Basic realm="condafleet"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args) -> None:
+                pass
+
+        super().__init__(Handler)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
