@@ -16,7 +16,7 @@ options:
     description:
       - The account whose files are configured. Paths such as V(~/.condarc) are taken from its home directory,
         and new files and directories are owned by it.
-      - Needs root (C(become: true)) unless it is the account the module runs as.
+      - 'Needs root (C(become: true)) unless it is the account the module runs as.'
       - When omitted, the account the module runs as.
     type: str
   follow:
