@@ -1,0 +1,382 @@
+#!/usr/bin/python
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: env_proxy
+short_description: Persist proxy environment variables (http_proxy, https_proxy, no_proxy) for shells, PAM, systemd and launchd
+version_added: 0.1.0
+description:
+  - Sets V(http_proxy), V(https_proxy), V(no_proxy) (and their upper-case twins) and optional extra variables such as
+    V(REQUESTS_CA_BUNDLE) in every file through which the host's programs get their environment, so that conda,
+    pip, curl and GUI apps use the proxy.
+  - One module call handles the whole set of files for the OS and O(scope) (one round trip per host).
+  - 'Linux, O(scope=system): C(/etc/environment) (PAM: ssh, su, login, display managers),
+    C(/etc/profile.d/condafleet-proxy.sh) (login shells), zsh''s C(/etc/zsh/zshenv) (C(/etc/zshenv) when
+    C(/etc/zsh) does not exist), C(/etc/fish/conf.d/condafleet-proxy.fish),
+    C(/etc/environment.d/90-condafleet-proxy.conf) (systemd user sessions).'
+  - 'Linux, O(scope=user): the login file bash actually reads (C(~/.bash_profile) if it exists, else C(~/.bash_login)
+    if it exists, else C(~/.profile)), C(~/.zshenv), C(~/.config/fish/conf.d/condafleet-proxy.fish),
+    C(~/.config/environment.d/90-condafleet-proxy.conf).'
+  - 'macOS, O(scope=system): C(/etc/zshenv), C(/etc/profile), and the LaunchAgent
+    C(/Library/LaunchAgents/com.condafleet.proxy.plist). O(scope=user): C(~/.zshenv), the login file bash reads
+    (C(~/.bash_profile) unless C(~/.bash_login) or C(~/.profile) already exists), and
+    C(~/Library/LaunchAgents/com.condafleet.proxy.plist). The agent runs C(launchctl setenv) for each variable at
+    login, so GUI apps such as Anaconda Navigator see the proxy; the values are passed as arguments, never as
+    shell text.'
+  - On Linux a zsh, fish or systemd file is written only when that program is installed (found on E(PATH), or its
+    C(/etc) directory exists under O(root)) or the file already exists; the others are reported as skipped.
+    Missing parent directories are created (owned by the account under its home).
+  - Each text file gets one managed block between C(# BEGIN condafleet.proxy env_proxy) and
+    C(# END condafleet.proxy env_proxy); it is replaced in place, or appended. O(state=absent) removes exactly that
+    block, so the file returns to the bytes it had; a file the module created is deleted again. Everything outside
+    the block is kept byte for byte.
+  - Values are quoted for each format so that no character of a URL or password can run a command or break the
+    file. Newlines, NUL and other control characters are refused. C(/etc/environment) cannot hold C(#) at all
+    (Linux-PAM cuts lines at it); such a value fails the task and nothing is written.
+  - A file with a broken managed block (a BEGIN without END, two blocks) fails the task with its name and line
+    number; no file is changed.
+author:
+  - condafleet maintainers
+extends_documentation_fragment:
+  - ansible.builtin.files
+  - condafleet.proxy._attributes
+  - condafleet.proxy._attributes.FILES
+  - condafleet.proxy._account
+options:
+  state:
+    description:
+      - V(present) writes the variables; V(absent) removes the managed block from every candidate file that exists
+        (and the LaunchAgent), whatever programs are installed.
+    type: str
+    choices: [present, absent]
+    default: present
+  http_proxy:
+    description:
+      - Proxy URL for plain HTTP, for example V(http://proxy.example.com:3128).
+      - Credentials in the URL must be percent-encoded; better give them in O(proxy_username) and O(proxy_password).
+    type: str
+  https_proxy:
+    description:
+      - Proxy URL for HTTPS requests. Usually the same V(http://) URL as O(http_proxy).
+    type: str
+  no_proxy:
+    description:
+      - Hosts, domain suffixes (V(.corp.example)) and addresses reached directly.
+      - A list, or a comma-separated string, which is split. Written joined with commas.
+    type: list
+    elements: str
+  extra:
+    description:
+      - 'More variables to set, as a dictionary of name to value, for example C(REQUESTS_CA_BUNDLE: /etc/ssl/corp.pem).'
+      - Names must match C(^[A-Za-z_][A-Za-z0-9_]*$) and are written exactly as given (O(case) does not apply).
+    type: dict
+  case:
+    description:
+      - Which spelling of the proxy variables to write. V(both) writes V(http_proxy) and V(HTTP_PROXY) and so on;
+        tools disagree on which one they read.
+    type: str
+    choices: [both, lower, upper]
+    default: both
+  proxy_username:
+    description:
+      - User name for the proxy, percent-encoded into O(http_proxy) and O(https_proxy).
+    type: str
+  proxy_password:
+    description:
+      - Password for the proxy, percent-encoded into O(http_proxy) and O(https_proxy). Needs O(proxy_username).
+      - Never shown in results, diffs or logs; every encoded form is masked too.
+      - With O(scope=system) the files are readable by every local account, so is the password.
+    type: str
+  scope:
+    description:
+      - V(system) configures every account of the host; V(user) the files in the home of O(user).
+    type: str
+    choices: [system, user]
+    default: system
+  path:
+    description:
+      - Edit only this file, in O(format), instead of the set of files for the OS and O(scope).
+      - A leading C(~/) means the home of O(user). The path is taken inside O(root).
+    type: str
+  format:
+    description:
+      - The format of O(path), required with it. V(sh) (bash, zsh, dash), V(fish), V(pam_env) (C(/etc/environment)),
+        V(systemd) (C(environment.d)), V(launchd) (a whole LaunchAgent property list).
+    type: str
+    choices: [sh, fish, pam_env, systemd, launchd]
+  target_os:
+    description:
+      - The file layout to use. V(auto) takes the host's C(platform.system()).
+      - V(Darwin) on a Linux host, with O(root), builds or tests a macOS layout in a directory.
+    type: str
+    choices: [auto, Linux, Darwin]
+    default: auto
+  root:
+    description:
+      - A directory prepended to every system and home path, to configure an image or a sandbox.
+    type: str
+    default: /
+notes:
+  - Changes reach new sessions only; running shells and GUI apps keep their environment until the next login.
+  - Shell files are sourced at start-up, PAM reads C(/etc/environment) at login, systemd reads C(environment.d)
+    when the user manager starts, launchd runs the agent at login.
+seealso:
+  - module: condafleet.proxy.condarc_proxy
+  - module: ansible.windows.win_environment
+    description: Windows hosts get the same variables through the action plugin of this module.
+"""
+
+EXAMPLES = r"""
+- name: Proxy for every account on the host
+  condafleet.proxy.env_proxy:
+    http_proxy: http://proxy.example.com:3128
+    https_proxy: http://proxy.example.com:3128
+    no_proxy: [localhost, 127.0.0.1, .corp.example]
+  become: true
+
+- name: Authenticating proxy and a corporate CA for one user's shells
+  condafleet.proxy.env_proxy:
+    scope: user
+    user: alice
+    http_proxy: http://proxy.example.com:3128
+    https_proxy: http://proxy.example.com:3128
+    proxy_username: alice
+    proxy_password: "{{ vault_proxy_password }}"
+    no_proxy: localhost,127.0.0.1
+    extra:
+      REQUESTS_CA_BUNDLE: /etc/ssl/certs/corp-ca.pem
+  become: true
+
+- name: Only the lower-case variables, in one explicit file
+  condafleet.proxy.env_proxy:
+    path: /etc/profile.d/zz-proxy.sh
+    format: sh
+    case: lower
+    http_proxy: http://proxy.example.com:3128
+
+- name: Prepare a macOS image's files in a directory
+  condafleet.proxy.env_proxy:
+    target_os: Darwin
+    root: /srv/images/macos-root
+    http_proxy: http://proxy.example.com:3128
+
+- name: Remove everything the module added
+  condafleet.proxy.env_proxy:
+    state: absent
+  become: true
+"""
+
+RETURN = r"""
+files:
+  description: Every file examined, in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: The file (the target of a followed symlink is in RV(files[].link_target)).
+      type: str
+      sample: /etc/profile.d/condafleet-proxy.sh
+    format:
+      description: The file's format.
+      type: str
+      sample: sh
+    changed:
+      description: Whether the file's content or attributes changed (would change in check mode).
+      type: bool
+      sample: true
+    skipped:
+      description: Why the file was not written (the program that reads it is not installed).
+      type: str
+      returned: when the file was skipped
+      sample: fish is not installed
+    backup_file:
+      description: The backup made before the change.
+      type: str
+      returned: when O(backup=true) and the file existed and changed
+      sample: /etc/environment.2244.2026-01-01@10:00:00~
+    link_target:
+      description: The file edited through a symlink at O(path).
+      type: str
+      returned: when a symlink was followed
+    attributes_changed:
+      description: The mode, owner or group that was corrected on an existing file.
+      type: dict
+      returned: when attributes of an existing file changed
+variables:
+  description: The variables written (empty for O(state=absent)), passwords masked.
+  returned: always
+  type: dict
+  sample:
+    http_proxy: http://alice:********@proxy.example.com:3128
+    HTTP_PROXY: http://alice:********@proxy.example.com:3128
+    no_proxy: localhost,127.0.0.1
+    NO_PROXY: localhost,127.0.0.1
+target_os:
+  description: The file layout used.
+  returned: always
+  type: str
+  sample: Linux
+"""
+
+import os
+import platform
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import (
+    ParseError,
+    all_candidates,
+    argument_spec,
+    env_candidates,
+    mask_text,
+    probe_paths,
+    render,
+    secret_forms,
+    spec_from_params,
+    under_root,
+)
+from ansible_collections.condafleet.proxy.plugins.module_utils._fileio import (
+    Account,
+    FileRefused,
+    apply_edit,
+    ensure_directory,
+    read_existing,
+    resolve_account,
+    resolve_target,
+    text_diff,
+)
+
+_BIN_DIRS = ("/bin", "/usr/bin", "/usr/local/bin", "/opt/homebrew/bin")
+_SYSTEMD_MARKERS = (
+    "/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator",
+    "/lib/systemd/user-environment-generators/30-systemd-environment-d-generator",
+    "/usr/lib/systemd/systemd",
+    "/lib/systemd/systemd",
+)
+
+
+def detect_installed(target_os: str, scope: str, home: str, root: str) -> set:
+    """What is on the host: shells (on PATH, in root's bin dirs, or with an /etc dir) and existing candidates."""
+    found = set()
+    for shell in ("bash", "zsh", "fish"):
+        if (shutil.which(shell) or os.path.isdir(under_root(root, "/etc/" + shell))
+                or (root != "/" and any(os.path.exists(under_root(root, d + "/" + shell)) for d in _BIN_DIRS))):
+            found.add(shell)
+    if shutil.which("systemctl") or any(os.path.exists(under_root(root, m)) for m in _SYSTEMD_MARKERS):
+        found.add("systemd")
+    for path in probe_paths(target_os, scope, home, root):
+        if os.path.lexists(path):
+            found.add(path)
+    return found
+
+
+def _expand_path(path: str, home: str) -> str:
+    if path == "~" or path.startswith("~/"):
+        return home + path[1:]
+    if path.startswith("~"):
+        raise FileRefused("path: only ~/ (the home of user) is expanded, got %s" % path)
+    return path
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        add_file_common_args=True,
+        supports_check_mode=True,
+        required_together=[("path", "format")],
+    )
+    params = module.params
+    if params["proxy_password"]:
+        module.no_log_values.update(secret_forms([params["proxy_password"]]))
+
+    try:
+        spec = spec_from_params(params)
+    except ValueError as exc:
+        module.fail_json(msg=mask_text(str(exc), []))
+    module.no_log_values.update(secret_forms(spec.secrets))
+
+    def mask(text: str) -> str:
+        return mask_text(text, spec.secrets)
+
+    target_os = params["target_os"]
+    if target_os == "auto":
+        target_os = platform.system()
+    root = params["root"] or "/"
+    if not os.path.isabs(root):
+        module.fail_json(msg="root must be an absolute path, got %s" % root)
+    result = dict(changed=False, files=[], variables={}, target_os=target_os)
+    if spec.state == "present":
+        result["variables"] = dict((name, mask(value)) for name, value in spec.variables)
+
+    try:
+        account = resolve_account(params["user"])
+        # Files under the home are owned by the account; system files by whoever runs the module.
+        home_account = Account(account.name, account.uid, account.gid, under_root(root, account.home))
+        runner = resolve_account(None)
+
+        if params["path"]:
+            path = under_root(root, _expand_path(params["path"], account.home))
+            owner = home_account if params["path"].startswith("~") or params["scope"] == "user" else runner
+            targets = [(path, params["format"], None, owner)]
+        else:
+            if target_os not in ("Linux", "Darwin"):
+                module.fail_json(msg="env_proxy has no file layout for %s; give path and format" % target_os, **result)
+            owner = home_account if params["scope"] == "user" else runner
+            if spec.state == "present":
+                installed = detect_installed(target_os, params["scope"], account.home, root)
+                chosen = env_candidates(target_os, params["scope"], account.home, root, installed)
+            else:
+                chosen = [(p, f, None) for p, f, _needs in all_candidates(target_os, params["scope"], account.home, root)
+                          if os.path.lexists(p)]
+            targets = [(p, f, reason, owner) for p, f, reason in chosen]
+
+        # Read and render every file first: a broken file fails the task before anything is written.
+        planned = []
+        for path, fmt, reason, owner in targets:
+            if reason is not None:
+                result["files"].append(dict(path=path, format=fmt, changed=False, skipped=reason))
+                continue
+            real = resolve_target(path, owner, params["follow"])
+            before = read_existing(real)
+            try:
+                after = render(before, spec, fmt)
+            except ParseError as exc:
+                module.fail_json(msg=mask("%s: %s; fix or remove the managed block by hand, nothing was changed"
+                                          % (real, exc)), **result)
+            except ValueError as exc:
+                module.fail_json(msg=mask("%s: %s; nothing was changed" % (path, exc)), **result)
+            planned.append((path, fmt, owner, real, before, after))
+
+        diffs = []
+        for path, fmt, owner, real, before, after in planned:
+            entry = dict(path=path, format=fmt)
+            dir_changed = False
+            if after is not None:
+                dir_changed = ensure_directory(module, os.path.dirname(real), owner, 0o755, module.check_mode)
+            edit = apply_edit(module, real, before, after, owner, 0o644, params["backup"])
+            entry["changed"] = edit["changed"] or dir_changed
+            for key in ("backup_file", "attributes_changed"):
+                if key in edit:
+                    entry[key] = edit[key]
+            if real != path:
+                entry["link_target"] = real
+            result["files"].append(entry)
+            result["changed"] = result["changed"] or entry["changed"]
+            if before != after:
+                diffs.append(text_diff(path, before, after, mask))
+    except FileRefused as exc:
+        module.fail_json(msg=mask(str(exc)), **result)
+
+    if module._diff:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
