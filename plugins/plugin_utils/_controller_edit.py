@@ -1,0 +1,219 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this plugin util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""Edit a file of a host that cannot run the Python modules (Windows) from the controller.
+
+The action plugins of the file modules use :class:`ControllerFileEdit`: on a POSIX host
+they run the module as usual; on a Windows host (or when the variable
+``condafleet_proxy_edit_on_controller`` is true, which lets a Linux lab host exercise this
+path for real) they read the file with ``slurp``, compute the new content with the same
+module_utils the module uses, and write it with the copy action (``ansible.windows.win_copy``
+on Windows), so every OS gets byte-identical files.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+import typing as t
+
+from ansible import constants as C
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.text.converters import to_native
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action.normal import ActionModule as NormalAction
+
+FORCE_VAR = "condafleet_proxy_edit_on_controller"
+
+# Options the module handles that the controller-side path cannot honour the same way.
+_POSIX_ONLY = ("owner", "group", "seuser", "serole", "setype", "selevel", "unsafe_writes", "attributes")
+
+
+class HostKind:
+    """What the controller-side path talks to: real Windows, or a POSIX host forced onto this path."""
+
+    def __init__(self, windows: bool) -> None:
+        self.windows = windows
+        self.slurp = "ansible.windows.slurp" if windows else "ansible.legacy.slurp"
+        self.copy = "ansible.windows.win_copy" if windows else "ansible.legacy.copy"
+        self.file = "ansible.windows.win_file" if windows else "ansible.legacy.file"
+        self.sep = "\\" if windows else "/"
+
+    def home(self, user: str | None) -> str:
+        if self.windows:
+            return "C:\\Users\\%s" % user if user else "%USERPROFILE%"
+        return "~%s" % user if user else "~"
+
+    def join(self, *parts: str) -> str:
+        return self.sep.join(p.rstrip("\\/") for p in parts[:-1]) + self.sep + parts[-1]
+
+    def expand_home(self, path: str, user: str | None) -> str:
+        """``~/x`` -> the account's home on that OS (``%USERPROFILE%`` is expanded by the Windows modules)."""
+        if path == "~" or path.startswith("~/") or path.startswith("~\\"):
+            rest = path[2:]
+            return self.join(self.home(user), rest.replace("/", self.sep)) if rest else self.home(user)
+        return path
+
+
+def on_controller(connection, task_vars: dict) -> HostKind | None:
+    """The :class:`HostKind` when this task must edit from the controller, else ``None``."""
+    windows = getattr(connection._shell, "SHELL_FAMILY", "") == "powershell"
+    if windows:
+        return HostKind(True)
+    if boolean(task_vars.get(FORCE_VAR, False), strict=False):
+        return HostKind(False)
+    return None
+
+
+def validate_args(argument_spec: dict, args: dict) -> dict:
+    """Validate task args with the module's own argument spec; raise ValueError with its messages."""
+    result = ArgumentSpecValidator(argument_spec).validate(args)
+    if result.error_messages:
+        raise ValueError("; ".join(result.error_messages))
+    return result.validated_parameters
+
+
+class ControllerFileEdit(NormalAction):
+    """Base action plugin: run the module on POSIX, edit the file from the controller on Windows.
+
+    Subclasses define :meth:`argument_spec`, :meth:`default_path`, :meth:`render`,
+    :meth:`secrets`, :meth:`mask`, and optionally :attr:`posix_mode`.
+    """
+
+    TRANSFERS_FILES = True
+    posix_mode: str | None = None
+
+    # --- subclass hooks -------------------------------------------------------------------------------
+    def argument_spec(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def default_path(self, params: dict, host: HostKind) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def render(self, before: bytes | None, params: dict) -> bytes | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def secrets(self, params: dict) -> list[str]:
+        return []
+
+    def mask(self, text: str) -> str:
+        return text
+
+    def result_extras(self, params: dict, after: bytes | None) -> dict:
+        return {}
+
+    # --- the flow ---------------------------------------------------------------------------------------
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        host = on_controller(self._connection, task_vars)
+        if host is None:
+            return super().run(tmp, task_vars)
+        result = {"changed": False}
+        params: dict | None = None
+        try:
+            params = validate_args(self.argument_spec(), dict(self._task.args))
+            unsupported = [name for name in _POSIX_ONLY if params.get(name) not in (None, False)]
+            if host.windows and unsupported:
+                raise ValueError("%s cannot be used on Windows hosts" % ", ".join(unsupported))
+            path = host.expand_home(params.get("path") or self.default_path(params, host), params.get("user"))
+            before = self._read(path, host, task_vars)
+            after = self.render(before, params)
+        except ValueError as exc:
+            return self._finish(dict(result, failed=True, msg=self.mask(to_native(exc))), params)
+        result.update(path=path, **self.result_extras(params, after))
+        if self._task.diff:
+            result["diff"] = self._diff(path, before, after)
+        if before == after:
+            return self._finish(result, params)
+        result["changed"] = True
+        if self._task.check_mode:
+            return self._finish(result, params)
+        written = self._write(path, after, params, host, task_vars)
+        if written.get("failed"):
+            return self._finish(dict(result, failed=True, msg=written.get("msg", "writing %s failed" % path)), params)
+        if written.get("backup_file"):
+            result["backup_file"] = written["backup_file"]
+        return self._finish(result, params)
+
+    def _finish(self, result: dict, params: dict | None) -> dict:
+        self._remove_tmp_path(self._connection._shell.tmpdir)
+        secrets = self.secrets(params or {})
+        if secrets:
+            result = masked(result, secrets)
+        return result
+
+    def _diff(self, path: str, before: bytes | None, after: bytes | None) -> dict:
+        def _text(data):
+            return "" if data is None else self.mask(data.decode("utf-8", errors="replace"))
+
+        return {
+            "before_header": path if before is not None else "%s (absent)" % path,
+            "after_header": path if after is not None else "%s (absent)" % path,
+            "before": _text(before),
+            "after": _text(after),
+        }
+
+    def _read(self, path: str, host: HostKind, task_vars: dict) -> bytes | None:
+        res = self._execute_module(module_name=host.slurp, module_args={"src": path}, task_vars=task_vars)
+        if res.get("failed"):
+            msg = to_native(res.get("msg", ""))
+            if "not found" in msg.lower() or "no such file" in msg.lower():
+                return None
+            raise ValueError("cannot read %s: %s" % (path, msg))
+        return base64.b64decode(res["content"])
+
+    def _write(self, path: str, after: bytes | None, params: dict, host: HostKind, task_vars: dict) -> dict:
+        if after is None:
+            return self._execute_module(module_name=host.file, module_args={"path": path, "state": "absent"},
+                                        task_vars=task_vars)
+        local_dir = tempfile.mkdtemp(dir=C.DEFAULT_LOCAL_TMP)
+        try:
+            local = os.path.join(local_dir, "content")
+            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(after)
+            new_task = self._task.copy()
+            new_task.args = {"src": local, "dest": path, "backup": bool(params.get("backup"))}
+            if not host.windows:
+                mode = params.get("mode") or self.posix_mode
+                if mode:
+                    new_task.args["mode"] = mode
+                if params.get("user"):
+                    new_task.args["owner"] = params["user"]
+            copy_action = self._shared_loader_obj.action_loader.get(
+                host.copy,
+                task=new_task,
+                connection=self._connection,
+                play_context=self._play_context,
+                loader=self._loader,
+                templar=self._templar,
+                shared_loader_obj=self._shared_loader_obj,
+            )
+            return copy_action.run(task_vars=task_vars)
+        finally:
+            try:
+                os.unlink(os.path.join(local_dir, "content"))
+            except OSError:
+                pass
+            os.rmdir(local_dir)
+
+
+def masked(value: t.Any, secrets: list[str]) -> t.Any:
+    """``value`` with every secret string replaced by the mask, recursively."""
+    from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import MASK
+
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, secrets) for v in value]
+    return value
