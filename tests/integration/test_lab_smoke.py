@@ -1,0 +1,165 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The lab itself works: three hosts over SSH, their OSes, accounts, and the proxy-only channel.
+
+These prove the claims the role's verify step relies on: a host reaches the channel *only*
+through the lab's squid, and only with the right credentials -- so a passing verify means the
+proxy settings made it work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import labmod, require_lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab")]
+
+ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
+
+
+def ansible(state: dict, pattern: str, module: str, args: str = "") -> dict:
+    """``ansible <pattern> -m <module>`` against the lab inventory; returns ``{host: result}``."""
+    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0")
+    cmd = [ANSIBLE, pattern, "-i", state["inventory"], "-m", module]
+    if args:
+        cmd += ["-a", args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert "{" in proc.stdout, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    return data["plays"][0]["tasks"][0]["hosts"]
+
+
+def ssh(state: dict, host: str, command: str, user: str = "root") -> subprocess.CompletedProcess:
+    """Run ``command`` on a lab host over real SSH (through the controller namespace)."""
+    ctl = state["prefix"] + "-ctl"
+    cmd = ["ssh", "-i", state["key"], "-o", "ProxyCommand=ip netns exec %s nc %%h %%p" % ctl,
+           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+           "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "%s@%s" % (user, state["hosts"][host]["address"]), command]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def curl(state: dict, host: str, url: str, *options: str) -> tuple[int, str]:
+    """``curl`` on the host: returns (exit status, HTTP status as printed by ``-w``)."""
+    command = "curl -sS -o /dev/null -w '%{http_code}' --max-time 5 " + " ".join(shlex.quote(o) for o in options)
+    proc = ssh(state, host, command + " " + shlex.quote(url))
+    return proc.returncode, proc.stdout.strip()
+
+
+HOSTS = ("h1", "h2", "h3")
+
+
+def test_ansible_reaches_every_host_over_ssh(lab):
+    results = ansible(lab, "all", "ansible.builtin.ping")
+    assert sorted(results) == list(HOSTS)
+    for host, result in results.items():
+        assert result.get("ping") == "pong", (host, result)
+
+
+def test_os_facts_show_each_hosts_debian_release(lab):
+    results = ansible(lab, "all", "ansible.builtin.setup", "filter=ansible_distribution*")
+    releases = {h: r["ansible_facts"]["ansible_distribution_release"] for h, r in results.items()}
+    assert releases["h2"] == "bookworm"
+    assert releases["h3"] == "trixie"
+    with open("/etc/os-release") as handle:  # h1 shares the machine's filesystem
+        machine = dict(line.rstrip("\n").split("=", 1) for line in handle if "=" in line)
+    assert releases["h1"] == machine.get("VERSION_CODENAME", "").strip('"')
+    for host in HOSTS:
+        assert results[host]["ansible_facts"]["ansible_distribution"] == "Debian"
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_lab_users_log_in_with_bash(lab, host):
+    for user in labmod.USERS:
+        proc = ssh(lab, host, 'echo "$(id -un) $SHELL $HOME"', user=user)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [user, "/bin/bash", "/home/" + user]
+
+
+def test_h1_has_private_etc_root_and_home(lab):
+    """Accounts created on h1 live in its own /etc overlay, not in the machine's."""
+    with open("/etc/passwd") as handle:
+        machine_users = {line.split(":")[0] for line in handle}
+    proc = ssh(lab, "h1", "getent passwd alice bob | cut -d: -f1; ls /home; hostname")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["alice", "bob", "alice", "bob", "h1"]
+    assert not {"alice", "bob"} & machine_users
+    assert not os.path.exists("/home/alice")
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_channel_is_reachable_only_through_the_authenticating_proxy(lab, host):
+    vars_ = labmod.lab_vars(lab)
+    url = vars_["lab_channel_repodata_url"]
+    proxy = vars_["lab_proxy_url"]
+    creds = "%s:%s" % (vars_["lab_proxy_username"], vars_["lab_proxy_password"])
+
+    # Directly: the channel's name does not resolve on the host, and its port on the controller is closed.
+    status, code = curl(lab, host, url)
+    assert status != 0 and code != "200", (status, code)
+    status, code = curl(lab, host, "http://%s:%d/" % (vars_["lab_proxy_host"], labmod.CHANNEL_PORT))
+    assert status != 0 and code != "200", (status, code)
+
+    # Through squid without credentials: 407; with them: 200.
+    assert curl(lab, host, url, "--proxy", proxy) == (0, "407")
+    assert curl(lab, host, url, "--proxy", proxy, "--proxy-user", creds) == (0, "200")
+    # The percent-encoded URL form works too (the password holds @ : % / #).
+    assert curl(lab, host, url, "--proxy", vars_["lab_proxy_url_with_credentials"]) == (0, "200")
+
+    with open(vars_["lab_proxy_access_log"]) as handle:
+        log = handle.read()
+    assert "TCP_DENIED/407" in log
+    assert vars_["lab_proxy_username"] in log and url in log
+
+
+@pytest.mark.parametrize("host", ("h2", "h3"))
+def test_python_requests_reaches_the_channel_through_the_proxy(lab, host):
+    vars_ = labmod.lab_vars(lab)
+    script = (
+        "import requests, sys; p = sys.argv[1]; u = sys.argv[2];"
+        "print(requests.get(u, proxies={'http': p}, timeout=5).status_code,"
+        " requests.get(u, proxies={'http': sys.argv[3]}, timeout=5).status_code)"
+    )
+    proc = ssh(lab, host, "python3 -c %s %s %s %s" % (
+        shlex.quote(script), shlex.quote(vars_["lab_proxy_url_with_credentials"]),
+        shlex.quote(vars_["lab_channel_repodata_url"]), shlex.quote(vars_["lab_proxy_url"])))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["200", "407"]
+
+
+def test_down_leaves_no_namespace_mount_or_process(tmp_path):
+    """A lab of its own, with a stray process started over SSH, is gone entirely after ``down``."""
+    require_lab()
+    state_dir = str(tmp_path / "lab")
+    state = labmod.up(state_dir)
+    try:
+        stray = ssh(state, "h2", "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!")
+        assert stray.returncode == 0, stray.stderr
+        stray_pid = int(stray.stdout.split()[-1])
+        stray_start = labmod.proc_starttime(stray_pid)
+        assert stray_start is not None
+        namespaces = list(state["namespaces"])
+        assert set(namespaces) <= set(labmod.netns_list())
+    finally:
+        report = labmod.down(state_dir)
+
+    assert report["leftovers"] == []
+    assert not set(namespaces) & set(labmod.netns_list())
+    assert not [n for n in labmod.netns_list() if n.startswith(state["prefix"] + "-")]
+    with open("/proc/mounts") as handle:
+        mounts = handle.read()
+    assert state["prefix"] not in mounts and state["run_dir"] not in mounts
+    assert labmod.mount_namespaces_holding(state["run_dir"]) == []
+    for record in state["processes"]:
+        assert labmod.proc_starttime(record["pid"]) != record["starttime"], record
+    assert labmod.proc_starttime(stray_pid) != stray_start  # gone (or an unreaped zombie of init)
+    assert not os.path.exists(state["run_dir"])
+    assert not os.path.exists(os.path.join(state_dir, "inventory.yml"))
