@@ -21,6 +21,8 @@ attributes:
     description:
       - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
       - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+  platform:
+    description: Target OS/families that can be operated against.
 """
 
     # Should be used together with the standard fragment
