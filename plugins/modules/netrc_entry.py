@@ -1,0 +1,229 @@
+#!/usr/bin/python
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: netrc_entry
+short_description: Manage one machine or default entry of a C(.netrc) file
+version_added: 0.1.0
+description:
+  - Adds, updates or removes one C(machine) entry (or the C(default) entry) of a C(.netrc) file, the file from
+    which conda (through Python C(requests)), C(curl), C(git) and C(pip) read credentials for a host.
+  - Edits only the tokens of that entry. Other entries, comments, C(macdef) blocks, quoting, line endings and
+    layout stay byte for byte. Repeated entries for the same machine are merged into the first one, because
+    curl uses the first and Python's C(netrc) the last.
+  - New machine entries are inserted before the C(default) entry, which must stay last for curl.
+  - The file is private: mode V(0600) unless O(mode) says otherwise, also on an existing file, because Python's
+    C(netrc) refuses a C(~/.netrc) with a password that group or others can read.
+  - An existing file that does not parse fails the task with the file and line, and is left untouched.
+author:
+  - condafleet.proxy contributors
+extends_documentation_fragment:
+  - ansible.builtin.files
+  - condafleet.proxy._attributes
+  - condafleet.proxy._attributes.FILES
+  - condafleet.proxy._account
+options:
+  state:
+    description:
+      - V(present) creates or updates the entry, V(absent) removes it (and any repeated entry for the machine).
+      - Removing the last entry of a file that holds nothing else removes the file.
+    type: str
+    choices: [present, absent]
+    default: present
+  machine:
+    description:
+      - The host name of the entry, as the client compares it (no scheme, no port).
+      - Matched without regard to case, as curl does; the name is rewritten as given.
+      - Exactly one of O(machine) and O(default=true) is required.
+    type: str
+  default:
+    description:
+      - Manage the C(default) entry, used for every host without its own entry, instead of a C(machine) entry.
+    type: bool
+  login:
+    description:
+      - The login name. When omitted, an existing login is kept and a new entry has none.
+    type: str
+  password:
+    description:
+      - The password. Written quoted when it holds a space, C("), C(\), C(#) or a tab, so that Python's C(netrc) and
+        curl read the same value. Newlines, NUL and other control characters are refused.
+      - When omitted, an existing password is kept.
+    type: str
+  account:
+    description:
+      - The C(account) value (an additional password some clients use). Masked in the diff like the password.
+      - When omitted, an existing account is kept.
+    type: str
+  path:
+    description:
+      - The file to edit. A leading V(~) is the home directory of O(user) (not C($HOME) of the connection).
+      - Windows clients read C(%USERPROFILE%/_netrc); conda and requests also honour C($NETRC).
+    type: path
+    default: ~/.netrc
+  update_password:
+    description:
+      - V(always) sets the password of an existing entry; V(on_create) only writes it when the entry is created,
+        so an existing entry keeps its password while O(login) and O(account) are still managed.
+    type: str
+    choices: [always, on_create]
+    default: always
+notes:
+  - O(mode) defaults to V(0600) and is enforced on an existing file; a looser mode is fixed and reported
+    as RV(mode_fixed).
+  - The devsec C(os_hardening) role deletes users' C(.netrc) files unless they are allow-listed.
+seealso:
+  - name: Python netrc
+    description: The reader used by Python requests and conda.
+    link: https://docs.python.org/3/library/netrc.html
+  - module: condafleet.proxy.condarc_proxy
+  - module: condafleet.proxy.env_proxy
+"""
+
+EXAMPLES = r"""
+- name: Credentials for the internal conda channel
+  condafleet.proxy.netrc_entry:
+    machine: conda.corp.example
+    login: svc-conda
+    password: "{{ vault_conda_password }}"
+
+- name: Configure another account's file, keeping a password the user changed since
+  condafleet.proxy.netrc_entry:
+    user: alice
+    machine: conda.corp.example
+    login: alice
+    password: "{{ initial_password }}"
+    update_password: on_create
+  become: true
+
+- name: A fallback for every other host
+  condafleet.proxy.netrc_entry:
+    default: true
+    login: anonymous
+    password: guest@example.com
+
+- name: Remove the entry
+  condafleet.proxy.netrc_entry:
+    machine: conda.corp.example
+    state: absent
+"""
+
+RETURN = r"""
+path:
+  description: The file edited (the target of a followed symlink is in RV(link_target)).
+  returned: always
+  type: str
+  sample: /home/alice/.netrc
+link_target:
+  description: The file actually written when O(path) was a symlink that was followed.
+  returned: when O(path) is a symlink
+  type: str
+  sample: /home/alice/dotfiles/netrc
+machine:
+  description: The machine of the entry, or V(default) for the default entry.
+  returned: always
+  type: str
+  sample: conda.corp.example
+mode_fixed:
+  description: Whether the mode of an existing file was corrected (for example from V(0644) to V(0600)).
+  returned: always
+  type: bool
+  sample: false
+duplicates_removed:
+  description: How many repeated entries for the same machine were removed.
+  returned: always
+  type: int
+  sample: 0
+password_kept:
+  description: Whether an existing password was kept because of O(update_password=on_create).
+  returned: always
+  type: bool
+  sample: false
+backup_file:
+  description: The backup copy of the previous file.
+  returned: when O(backup=true) and the file changed
+  type: str
+  sample: /home/alice/.netrc.12345.2026-01-01@10:00:00~
+attributes_changed:
+  description: The file attributes (mode, owner, group) that were corrected on an existing file.
+  returned: when attributes of an existing file changed
+  type: dict
+  sample: {mode: "0600"}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.condafleet.proxy.plugins.module_utils import _fileio
+from ansible_collections.condafleet.proxy.plugins.module_utils import _netrc
+
+
+def expand_path(path: str, account: _fileio.Account) -> str:
+    """``~`` is the home of the configured account, whoever runs the module."""
+    if path == "~" or path.startswith("~/"):
+        path = account.home + path[1:]
+    elif path.startswith("~"):
+        path = os.path.expanduser(path)
+    if not os.path.isabs(path):
+        raise _fileio.FileRefused("path must be absolute (or start with ~/), got %s" % path)
+    return os.path.normpath(path)
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=_netrc.argument_spec(), add_file_common_args=True, supports_check_mode=True)
+    params = module.params
+    try:
+        spec = _netrc.spec_from_params(params)
+    except ValueError as exc:
+        module.fail_json(msg=to_native(exc))
+    secrets = spec.secrets()
+    module.no_log_values.update(secrets)
+
+    result = dict(changed=False, machine=spec.label, mode_fixed=False, duplicates_removed=0, password_kept=False)
+    outcome = {}
+
+    def render(before):
+        edit = _netrc.plan_netrc(before, spec)
+        outcome["edit"] = edit
+        return edit.after
+
+    def mask(text):
+        return _netrc.mask_netrc(text, secrets)
+
+    path = params["path"]
+    try:
+        account = _fileio.resolve_account(params["user"])
+        path = expand_path(path, account)
+        result["path"] = path
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise _fileio.FileRefused("cannot edit %s: directory %s does not exist" % (path, parent))
+        edited, diff = _fileio.edit_file(
+            module, path, account, render, mask, follow=params["follow"], backup=params["backup"],
+            default_mode=0o600, enforce_mode=True,
+        )
+    except _netrc.ParseError as exc:
+        module.fail_json(msg="%s: cannot parse line %d: %s; the file was left unchanged" % (path, exc.line, exc.message),
+                         **result)
+    except (ValueError, _fileio.FileRefused) as exc:
+        module.fail_json(msg=to_native(exc), **result)
+
+    edit = outcome.get("edit")
+    result.update(edited)
+    if edit is not None:
+        result["duplicates_removed"] = edit.duplicates_removed
+        result["password_kept"] = edit.password_kept
+    result["mode_fixed"] = "mode" in edited.get("attributes_changed", {})
+    if module._diff:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
