@@ -6,7 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.txt requirements/constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: venv demo test unit sanity lint clean
+# Debian packages the tests use as real servers and consumers (shellcheck: ansible-test's shellcheck test).
+LAB_DEBS := tinyproxy squid zsh fish curl netcat-openbsd openssh-server debootstrap iproute2 openssl shellcheck
+# pytest workers (pytest-xdist); PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS    ?=
+JUNIT          := tests/output/junit/pytest.xml
+
+.PHONY: venv lab-deps collections demo test pytest unit sanity lint changelog-lint clean
 
 venv: $(STAMP)
 
@@ -15,8 +22,41 @@ $(STAMP): requirements/dev.txt requirements/constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/dev.txt -c requirements/constraints.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
-unit: venv
+# As root: apt-get update + install only when something is missing. Otherwise: say what is missing, go on.
+lab-deps:
+	@scripts/lab-deps.sh $(LAB_DEBS)
+
+# collections/ansible_collections/condafleet/proxy -> this checkout, the same tree pytest-ansible makes,
+# refreshed so entries added after its first creation are visible too.
+collections:
+	@scripts/link-collection.sh
+
+# Every test: unit + integration (pytest), ansible-test sanity, ansible-lint, changelog fragments.
+# -k: run all of them even when one fails; make still exits non-zero.
+test: lab-deps venv
+	@$(MAKE) --no-print-directory -k pytest sanity lint changelog-lint
+
+pytest: venv collections
+	@mkdir -p $(dir $(JUNIT))
+	$(BIN)/pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS)) --junitxml=$(JUNIT) $(PYTEST_ARGS)
+	@$(BIN)/python scripts/check_pytest_ran.py $(JUNIT)
+
+unit: venv collections
 	$(BIN)/pytest -q tests/unit
 
+# ansible-test sanity on a physical copy of the collection (see scripts/sanity.sh); pslint is skipped.
+sanity: venv
+	VENV=$(abspath $(VENV)) scripts/sanity.sh
+
+lint: venv
+	$(BIN)/ansible-lint --profile production
+
+changelog-lint: venv
+	$(BIN)/antsibull-changelog lint
+
+# The main job: no root, no existing proxy; see demo/run_demo.py.
+demo: venv
+	$(BIN)/python demo/run_demo.py
+
 clean:
-	rm -rf $(VENV) collections tests/output docs/build
+	rm -rf $(VENV) collections tests/output docs/build .ansible

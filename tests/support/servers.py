@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -119,10 +120,12 @@ class TinyProxy(_Server):
 
     name = "tinyproxy"
 
-    def __init__(self, username: str = "fleet", password: str = "s3cret", workdir: str | None = None) -> None:
+    def __init__(self, username: str = "fleet", password: str = "s3cret", workdir: str | None = None,
+                 via_header: bool = False) -> None:
         super().__init__(workdir)
         self.username = username
         self.password = password
+        self.via_header = via_header  # True: forward a ``Via`` header, so a server can tell it was proxied
         self.log_path = os.path.join(self.workdir, "tinyproxy.log")
 
     def command(self) -> list[str]:
@@ -130,10 +133,57 @@ class TinyProxy(_Server):
         with open(conf, "w") as handle:
             handle.write(
                 "Port %d\nListen %s\nTimeout 30\nLogFile \"%s\"\nLogLevel Info\nMaxClients 20\n"
-                "Allow 127.0.0.1\nBasicAuth %s %s\nDisableViaHeader Yes\n"
-                % (self.port, LOOPBACK, self.log_path, self.username, self.password)
+                "Allow 127.0.0.1\nBasicAuth %s %s\nDisableViaHeader %s\n"
+                % (self.port, LOOPBACK, self.log_path, self.username, self.password,
+                   "No" if self.via_header else "Yes")
             )
         return [shutil.which("tinyproxy") or "/usr/bin/tinyproxy", "-d", "-c", conf]
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as handle:
+                return handle.read()
+        except OSError:
+            return ""
+
+
+class ProxyPy(_Server):
+    """proxy.py (from the venv) requiring Basic proxy auth; access log at :attr:`log_path`.
+
+    The fallback when tinyproxy is not installed (no root needed). It always forwards a ``Via`` header.
+    """
+
+    name = "proxypy"
+
+    def __init__(self, username: str = "fleet", password: str = "s3cret", workdir: str | None = None,
+                 python: str | None = None) -> None:
+        super().__init__(workdir)
+        self.username = username
+        self.password = password
+        self.python = python or sys.executable
+        self.log_path = os.path.join(self.workdir, "proxypy.log")
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "proxy", "--hostname", LOOPBACK, "--port", str(self.port),
+                "--basic-auth", "%s:%s" % (self.username, self.password), "--log-file", self.log_path,
+                "--log-level", "INFO", "--num-workers", "1", "--num-acceptors", "1"]
+
+    def start(self) -> "ProxyPy":
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            env=dict(os.environ, HOME=self.workdir),  # proxy.py keeps state in $HOME/.proxy
+            stdin=subprocess.DEVNULL,
+            stdout=open(os.path.join(self.workdir, "stdout.log"), "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(self.port, self.proc, timeout=20.0)
+        except Exception:
+            self.stop()
+            raise
+        return self
 
     def log(self) -> str:
         try:
@@ -294,3 +344,57 @@ class BasicAuthServer(_ThreadServer):
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class AuthChannelServer(_ThreadServer):
+    """A conda-style channel that answers only requests carrying the right Basic credentials.
+
+    With ``require_via=True`` it also refuses requests that did not come through a proxy (no ``Via``
+    header): on loopback this is how a test proves the proxy carried the request. ``log`` records
+    ``(path, authorized, via)`` for every request.
+    """
+
+    def __init__(self, root: str, username: str, password: str, require_via: bool = False) -> None:
+        expected = "Basic " + base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, directory=root, **kwargs)
+
+            def _refuse(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                if code == 401:
+                    self.send_header("WWW-Authenticate", 'Basic realm="condafleet-channel"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _allowed(self) -> bool:
+                authorized = self.headers.get("Authorization") == expected
+                via = self.headers.get("Via") or ""
+                self.server.log.append((self.path, authorized, via))
+                if not authorized:
+                    self._refuse(401, b"channel credentials required\n")
+                    return False
+                if require_via and not via:
+                    self._refuse(403, b"direct access refused: use the proxy\n")
+                    return False
+                return True
+
+            def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+                if self._allowed():
+                    super().do_GET()
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                if self._allowed():
+                    super().do_HEAD()
+
+            def log_message(self, fmt, *args) -> None:
+                self.server.requests.append(self.path)
+
+        super().__init__(Handler)
+        self.httpd.log = []
+
+    @property
+    def log(self) -> list[tuple[str, bool, str]]:
+        return self.httpd.log

@@ -1,0 +1,110 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`make demo` end to end: demo/run_demo.py as a user runs it (not through make), outcome asserted.
+
+The demo builds and installs the collection, starts a real authenticating proxy and channel on
+127.0.0.1, applies the three modules twice and proves the result from a fresh login shell. Here it
+runs once with each proxy it can use (tinyproxy when installed; proxy.py always, the no-root path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO = os.path.join(REPO, "demo", "run_demo.py")
+MODULES = ("condarc_proxy", "env_proxy", "netrc_entry")
+# Known secrets, hostile enough to show encoding: '@' and ':' in the channel password (netrc and the
+# Basic header carry them as-is). tinyproxy's config syntax limits proxy passwords to [-a-z0-9._].
+PROXY_PASSWORD = "px-demo.4711-secret"
+CHANNEL_PASSWORD = "ch@n:nel-4711-secret"
+
+
+def _proxies():
+    yield pytest.param("tinyproxy", marks=pytest.mark.skipif(
+        not (shutil.which("tinyproxy") or os.path.exists("/usr/bin/tinyproxy")),
+        reason="not installed: tinyproxy (run `make lab-deps` as root)"))
+    yield "proxypy"
+
+
+def _pids_of(name: str) -> set[int]:
+    """Pids of running processes whose command line mentions ``name`` (to prove nothing was left behind)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                if name.encode() in handle.read():
+                    pids.add(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("proxy", list(_proxies()))
+def test_demo_end_to_end(proxy, tmp_path):
+    missing = [m for m in MODULES if not os.path.exists(os.path.join(REPO, "plugins", "modules", m + ".py"))]
+    if missing:
+        pytest.skip("module(s) not written yet: %s" % ", ".join(missing))
+    work = tmp_path / "work"
+    outcome_file = tmp_path / "outcome.json"
+    env = dict(os.environ, CONDAFLEET_DEMO_PROXY_PASSWORD=PROXY_PASSWORD,
+               CONDAFLEET_DEMO_CHANNEL_PASSWORD=CHANNEL_PASSWORD)
+    proc = subprocess.run([sys.executable, DEMO, "--workdir", str(work), "--proxy", proxy, "--json", str(outcome_file)],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    output = proc.stdout + proc.stderr
+    outcome = json.loads(outcome_file.read_text())
+    assert proc.returncode == 0, output
+    assert outcome["ok"] is True
+
+    # The installed tarball ran, twice: everything changed once, then nothing.
+    assert outcome["tarball"].startswith("condafleet-proxy-")
+    assert outcome["collections_path"] == str(work / "collections")
+    first, second = outcome["recap"]
+    assert (first["changed"], first["failed"]) == (3, 0)
+    assert (second["changed"], second["failed"]) == (0, 0)
+
+    # The proxy really demands credentials; the login shell got the variables and both clients got through.
+    assert outcome["proxy"] == proxy
+    assert outcome["proxy_without_credentials"] == "407"
+    assert outcome["shell"]["shell_http_proxy"] == "set"
+    assert outcome["shell"]["shell_https_proxy"] == "set"
+    assert outcome["shell"]["shell_no_proxy"] == "localhost,.corp.example"
+    assert outcome["curl_status"] == "200"
+    assert outcome["python_result"] == {"status": 200, "proxied": ["http", "https"], "subdir": "noarch"}
+    assert outcome["netrc_mode"] == "0600"
+
+    # Both requests went through the proxy: its log shows them and the channel saw them proxied.
+    assert outcome["proxy_log_hits"] == 2
+    assert outcome["channel_via_hits"] == 2
+    assert outcome["channel_via"] and all(via for via in outcome["channel_via"])
+
+    # Summary printed, no secret anywhere in the output or the outcome, nothing left running or on disk.
+    assert "condafleet.proxy demo: OK" in proc.stdout
+    blob = output + outcome_file.read_text()
+    for secret in (PROXY_PASSWORD, CHANNEL_PASSWORD, "ch%40n%3Anel-4711-secret"):
+        assert secret not in blob
+    assert outcome["proxy_stopped"] is True
+    assert _pids_of(str(work)) == set()
+    assert not work.exists()
+
+    # The playbook runs without a warning (a module that forgets no_log on an option named *password*...).
+    assert first["warnings"] == [] and second["warnings"] == []
+
+
+def test_demo_refuses_a_non_empty_workdir(tmp_path):
+    (tmp_path / "something").write_text("x")
+    proc = subprocess.run([sys.executable, DEMO, "--workdir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "is not empty" in proc.stderr
+    assert (tmp_path / "something").read_text() == "x"
