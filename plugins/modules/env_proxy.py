@@ -40,7 +40,7 @@ description:
   - A file with a broken managed block (a BEGIN without END, two blocks) fails the task with its name and line
     number; no file is changed.
 author:
-  - condafleet maintainers
+  - condafleet maintainers (@condafleet)
 extends_documentation_fragment:
   - ansible.builtin.files
   - condafleet.proxy._attributes

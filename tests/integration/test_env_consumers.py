@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -51,7 +50,7 @@ def fresh(argv: list[str], home: str, **extra_env) -> str:
     """Run ``argv`` in an empty environment with HOME in the sandbox; its stdout as text."""
     env = {"HOME": home, "LANG": "C.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin"}
     env.update(extra_env)
-    out = subprocess.run(argv, env=env, capture_output=True, timeout=60, cwd=home)
+    out = subprocess.run(argv, env=env, capture_output=True, timeout=60, cwd=home, check=False)
     assert out.returncode == 0, out.stderr.decode(errors="replace")
     return out.stdout.decode("utf-8")
 
@@ -159,7 +158,7 @@ def test_environment_d_system_file_through_the_generator(tmp_path):
     assert (conf_dir / "90-condafleet-proxy.conf").exists()
     script = 'mount --bind "$1" /etc/environment.d && exec "$2"'
     out = subprocess.run(["unshare", "-m", "--", "sh", "-c", script, "sh", str(conf_dir), GENERATOR],
-                         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, capture_output=True, timeout=60)
+                         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, capture_output=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     env = parse_generator_output(out.stdout.decode("utf-8"))
     assert env["CF_HOSTILE"] == HOSTILE and env["HTTP_PROXY"] == "http://p:3128"
@@ -188,7 +187,7 @@ def test_pam_env_reads_etc_environment_through_su(tmp_path):
                                              extra={"CF_HOSTILE": PAM_SAFE, "CF_TRAILING": "ends with \\"})))
     script = 'mount --bind "$1" /etc/environment && exec su -l nobody -s /bin/sh -c printenv'
     out = subprocess.run(["unshare", "-m", "--", "sh", "-c", script, "sh", str(root / "etc/environment")],
-                         capture_output=True, timeout=60, cwd="/")
+                         capture_output=True, timeout=60, cwd="/", check=False)
     assert out.returncode == 0, out.stderr
     seen = dict(line.partition("=")[::2] for line in out.stdout.decode("utf-8").splitlines())
     assert seen["CF_BEFORE"] == "kept"
@@ -213,7 +212,7 @@ def test_curl_from_login_shell_goes_through_authenticating_squid(tmp_path, squid
     direct = proxied.replace("127.0.0.1", "localhost")  # in no_proxy -> straight to the channel
     # Without the credentials the module wrote, squid refuses: the login shell's variables are what work.
     refused = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
-                              "-x", squid.url, proxied], capture_output=True, text=True, timeout=60)
+                              "-x", squid.url, proxied], capture_output=True, text=True, timeout=60, check=False)
     assert refused.stdout == "407"
     body = fresh(["bash", "-l", "-c", 'curl -sS -f --max-time 20 "$1"', "bash", proxied], home)
     assert '"repodata_version": 1' in body
