@@ -442,7 +442,9 @@ def _removal(doc: Document, start: int, end: int) -> tuple[int, int]:
         if eol >= 0:
             return line_start, eol + 1
         cut = line_start
-        if cut > 0:
+        macro_ends_here = any(isinstance(item, Span) and item.kind == "macdef" and item.end == line_start
+                              for item in doc.items)
+        if cut > 0 and not macro_ends_here:  # a macro's empty line is its terminator: keep it
             cut -= 1
             if cut > 0 and text[cut - 1] == "\r":
                 cut -= 1
@@ -542,16 +544,24 @@ def _insertion(doc: Document, spec: NetrcSpec) -> tuple[int, str]:
     return len(text), newline + entry
 
 
-def _python311_safe(text: str) -> str:
+def _python311_safe(text: str, spec: NetrcSpec) -> str:
     """Keep Python's ``netrc`` (3.11) able to read ``text`` after an edit.
 
     Its lexer does not consume the newline after a quoted token, so a comment on the
     next line is then read as keywords ("bad follower token"). An empty ``#`` comment
-    right after such a token consumes that newline; curl ignores it.
+    right after such a token consumes that newline; curl ignores it. Only the managed
+    entry gets it: other entries keep their bytes.
     """
     doc = parse_netrc(text)
+    managed = [entry for entry in doc.entries if entry.is_default == spec.is_default
+               and (spec.is_default or entry.name.value == spec.machine)]
+    if not managed:
+        return text
+    low, high = managed[0].start, managed[0].end
     edits = []
     for item, following in zip(doc.items, doc.items[1:]):
+        if not low <= item.start < high + 1:
+            continue
         if isinstance(item, Token) and item.quoted and isinstance(following, Span) and following.kind == "comment":
             if "\n" in text[item.end:following.start]:
                 edits.append((item.end, item.end, " #"))
@@ -561,8 +571,8 @@ def _python311_safe(text: str) -> str:
 def plan_netrc(before: bytes | None, spec: NetrcSpec) -> NetrcEdit:
     """Compute the new file for ``spec``; raises :class:`ParseError` for an unparsable ``before``."""
     edit = _plan(before, spec)
-    if edit.after is not None and edit.after != before:
-        edit.after = _encode(_python311_safe(_decode(edit.after)))
+    if spec.state == "present" and edit.after != before:
+        edit.after = _encode(_python311_safe(_decode(edit.after), spec))
     return edit
 
 
