@@ -205,3 +205,33 @@ def test_ansible_doc_renders():
     text = subprocess.run([ansible_doc, "condafleet.proxy.env_proxy"], capture_output=True, text=True, timeout=120,
                           check=False)
     assert text.returncode == 0 and "EXAMPLES" in text.stdout
+
+
+def test_user_option_files_and_new_dirs_owned_by_that_user(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("configuring another account needs root")
+    nobody = pwd.getpwnam("nobody")
+    result = call_module("env_proxy", dict(scope="user", user="nobody", root=str(tmp_path), target_os="Linux",
+                                           http_proxy="http://p:1"))
+    assert not result.get("failed"), result
+    home = tmp_path / nobody.pw_dir.lstrip("/")
+    written = [f["path"] for f in result["files"] if not f.get("skipped")]
+    assert str(home / ".profile") in written
+    for path in written + [str(home / ".config"), str(home / ".config/fish"), str(home)]:
+        assert os.stat(path).st_uid == nobody.pw_uid, path
+
+
+def test_symlink_into_a_file_the_user_does_not_own_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to configure another account")
+    nobody = pwd.getpwnam("nobody")
+    home = tmp_path / nobody.pw_dir.lstrip("/")
+    home.mkdir(parents=True)
+    victim = tmp_path / "shadow-like"
+    victim.write_bytes(b"root only\n")
+    (home / ".profile").symlink_to(victim)
+    result = call_module("env_proxy", dict(scope="user", user="nobody", root=str(tmp_path), target_os="Linux",
+                                           http_proxy="http://p:1"))
+    assert result["failed"] and "symlink" in result["msg"]
+    assert victim.read_bytes() == b"root only\n"
+    assert not (home / ".zshenv").exists()
