@@ -313,10 +313,31 @@ class _Entry:
 
 
 class _Document:
-    def __init__(self, lines: list, entries: list, insert_at: int) -> None:
+    def __init__(self, lines: list, entries: list, insert_at: int, block_scalar_lines: set) -> None:
         self.lines = lines  # [(text, eol)]
         self.entries = entries
         self.insert_at = insert_at  # where new keys go: the end, or before a '...' line
+        self.block_scalar_lines = block_scalar_lines  # indexes of block scalar headers and content
+
+    def append_point(self, edited: set) -> int:
+        """Where new keys go. Normally the end (or before '...').
+
+        A file that ends inside a block scalar without a final newline is the exception: a
+        line break after it would change that scalar's value, so new keys go before that
+        last (not edited) key instead.
+        """
+        at = self.insert_at
+        last = len(self.lines) - 1
+        if (
+            at == len(self.lines)
+            and self.lines
+            and self.lines[last][1] == ""
+            and last in self.block_scalar_lines
+            and self.entries
+            and self.entries[-1].start not in edited
+        ):
+            return self.entries[-1].start
+        return at
 
     def entry(self, key: str) -> _Entry | None:
         for entry in self.entries:
@@ -489,6 +510,7 @@ def _scan_document(text: str) -> _Document:
     block_indent = None  # lines indented deeper than this belong to an opaque block scalar
     doc_started = False
     doc_end = None
+    block_scalar_lines = set()
     for index, (raw, _eol) in enumerate(lines):
         lineno = index + 1
         stripped = raw.lstrip(" \t")
@@ -496,6 +518,7 @@ def _scan_document(text: str) -> _Document:
         indent = len(raw) - len(raw.lstrip(" "))
         if block_indent is not None:
             if blank or indent > block_indent:
+                block_scalar_lines.add(index)
                 if not blank:
                     current.end = index + 1
                 continue
@@ -509,7 +532,7 @@ def _scan_document(text: str) -> _Document:
             continue
         if blank:
             continue
-        if "\t" in raw[: len(raw) - len(stripped)] and not stripped.startswith("#"):
+        if "\t" in raw[: len(raw) - len(stripped)]:
             raise ParseError(lineno, "tab character in indentation (YAML allows only spaces)")
         if stripped.startswith("#"):
             continue
@@ -554,12 +577,13 @@ def _scan_document(text: str) -> _Document:
             current.end = index + 1
         if st.block_scalar:
             block_indent = indent
+            block_scalar_lines.add(index)
             st.block_scalar = False
     if st.quote:
         raise ParseError(st.quote_line, "unterminated %s-quoted string" % ("single" if st.quote == "'" else "double"))
     if st.flow:
         raise ParseError(st.flow_line, "unclosed '[' or '{'")
-    return _Document(lines, entries, doc_end if doc_end is not None else len(lines))
+    return _Document(lines, entries, doc_end if doc_end is not None else len(lines), block_scalar_lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -891,10 +915,14 @@ def render_condarc(before: bytes | None, spec: CondarcSpec) -> bytes | None:
 
     if not edits and not appended:
         return before
+    operations = [(start, 1, end, new) for start, end, new in edits]
     if appended:
-        _insert(lines, doc.insert_at, appended, eol)
-    for start, end, new in sorted(edits, reverse=True):
-        if new is None:
+        operations.append((doc.append_point({start for start, _, _ in edits}), 0, None, appended))
+    # bottom-up, so that earlier line numbers stay valid; at one line, replace before inserting above it
+    for start, kind, end, new in sorted(operations, key=lambda op: (op[0], op[1]), reverse=True):
+        if kind == 0:
+            _insert(lines, start, new, eol)
+        elif new is None:
             _remove(lines, start, end)
         else:
             _replace(lines, start, end, new, eol)
