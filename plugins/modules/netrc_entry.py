@@ -16,7 +16,7 @@ description:
     layout stay byte for byte. Repeated entries for the same machine are merged into the first one, because
     curl uses the first and Python's C(netrc) the last.
   - New machine entries are inserted before the C(default) entry, which must stay last for curl.
-  - The file is private: mode V(0600) unless O(mode) says otherwise, also on an existing file, because Python's
+  - The file is kept private, mode V(0600) unless O(mode) says otherwise, also on an existing file, because Python's
     C(netrc) refuses a C(~/.netrc) with a password that group or others can read.
   - An existing file that does not parse fails the task with the file and line, and is left untouched.
 author:
@@ -63,7 +63,7 @@ options:
     description:
       - The file to edit. A leading V(~) is the home directory of O(user) (not C($HOME) of the connection).
       - Windows clients read C(%USERPROFILE%/_netrc); conda and requests also honour C($NETRC).
-    type: path
+    type: str
     default: ~/.netrc
   update_password:
     description:

@@ -1,0 +1,313 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""condafleet.proxy.netrc_entry run as a module: real files, check/diff mode, hostile inputs and files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import netrc
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from modulerun import call_module, run_adhoc
+
+HOST = "conda.corp.example"
+NOBODY = 65534
+HOSTILE = ["pass word", 'q"uote', "back\\slash", "#hash", "ünïcødé", "$(touch /tmp/pwned)", "`id`", "a;b", "", "'"]
+OTHER = b"# hand-written\nmachine other.example login o password other-secret account other-acct\n" \
+        b"macdef init\ncd /pub\n\n"
+
+
+def sha(path) -> str | None:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest() if os.path.lexists(path) else None
+
+
+def leftovers(directory) -> list[str]:
+    return [name for name in os.listdir(directory) if name.endswith(".tmp")]
+
+
+def netrc_of(path):
+    return netrc.netrc(str(path)).hosts
+
+
+def args(path, **extra):
+    base = dict(machine=HOST, login="svc", password="s3cr3t pw", path=str(path))
+    base.update(extra)
+    return base
+
+
+# ----------------------------------------------------------------------------- the main paths
+
+
+def test_create_check_idempotence_and_absent_round_trip(tmp_path):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER)
+    os.chmod(path, 0o600)
+    original = path.read_bytes()
+
+    predicted = call_module("netrc_entry", args(path), check=True)
+    assert predicted["changed"] and path.read_bytes() == original
+    applied = call_module("netrc_entry", args(path))
+    assert applied["changed"] and not applied["failed"] if "failed" in applied else applied["changed"]
+    assert netrc_of(path)[HOST] == ("svc", "", "s3cr3t pw")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert call_module("netrc_entry", args(path), check=True)["changed"] is False
+    assert call_module("netrc_entry", args(path))["changed"] is False
+
+    removed_check = call_module("netrc_entry", dict(machine=HOST, state="absent", path=str(path)), check=True)
+    assert removed_check["changed"] and HOST in path.read_text()
+    assert call_module("netrc_entry", dict(machine=HOST, state="absent", path=str(path)))["changed"]
+    assert path.read_bytes() == original
+    assert call_module("netrc_entry", dict(machine=HOST, state="absent", path=str(path)))["changed"] is False
+
+
+def test_new_file_is_0600_and_absent_deletes_it(tmp_path):
+    path = tmp_path / ".netrc"
+    assert call_module("netrc_entry", args(path), check=True)["changed"] and not path.exists()
+    assert call_module("netrc_entry", args(path))["changed"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert call_module("netrc_entry", dict(machine=HOST, state="absent", path=str(path)))["changed"]
+    assert not path.exists() and leftovers(tmp_path) == []
+
+
+def test_diff_masks_every_password_and_account(tmp_path):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER + b'machine conda.corp.example login svc password "old secret"\n')
+    result = call_module("netrc_entry", args(path, password="new secret", account="acct-secret"), diff=True)
+    text = json.dumps(result)
+    for secret in ("old secret", "new secret", "other-secret", "other-acct", "acct-secret"):
+        assert secret not in text
+    assert "********" in result["diff"]["before"] and "********" in result["diff"]["after"]
+    assert "machine other.example" in result["diff"]["after"]
+
+
+def test_update_password_on_create(tmp_path):
+    path = tmp_path / ".netrc"
+    path.write_bytes(b"machine conda.corp.example login old password users-own\n")
+    os.chmod(path, 0o600)
+    result = call_module("netrc_entry", args(path, login="new", update_password="on_create"))
+    assert result["changed"] and result["password_kept"]
+    assert netrc_of(path)[HOST] == ("new", "", "users-own")
+    assert call_module("netrc_entry", args(path, login="new", update_password="on_create"))["changed"] is False
+    assert call_module("netrc_entry", args(path, login="new"))["changed"]
+    assert netrc_of(path)[HOST] == ("new", "", "s3cr3t pw")
+
+
+def test_looser_mode_is_fixed_and_reported(tmp_path):
+    path = tmp_path / ".netrc"
+    assert call_module("netrc_entry", args(path))["changed"]
+    os.chmod(path, 0o644)
+    before = path.read_bytes()
+    result = call_module("netrc_entry", args(path), check=True)
+    assert result["changed"] and result["mode_fixed"] and stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    result = call_module("netrc_entry", args(path))
+    assert result["changed"] and result["mode_fixed"] and path.read_bytes() == before
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again = call_module("netrc_entry", args(path))
+    assert again["changed"] is False and again["mode_fixed"] is False
+
+
+def test_duplicates_default_crlf_and_backup(tmp_path):
+    path = tmp_path / ".netrc"
+    original = (b"machine conda.corp.example login a password 1\r\nmachine other login o password o\r\n"
+                b"machine CONDA.corp.example login b password 2\r\ndefault login anonymous password guest\r\n")
+    path.write_bytes(original)
+    result = call_module("netrc_entry", args(path, backup=True))
+    assert result["duplicates_removed"] == 1 and result["changed"]
+    assert open(result["backup_file"], "rb").read() == original
+    assert path.read_bytes() == (b'machine conda.corp.example login svc password "s3cr3t pw"\r\n'
+                                 b"machine other login o password o\r\ndefault login anonymous password guest\r\n")
+    new = call_module("netrc_entry", args(path, machine="new.example"))
+    assert new["changed"]
+    assert path.read_bytes().endswith(b"machine new.example login svc password \"s3cr3t pw\"\r\n"
+                                      b"default login anonymous password guest\r\n")
+
+
+def test_default_entry(tmp_path):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER)
+    result = call_module("netrc_entry", dict(default=True, login="anonymous", password="guest@", path=str(path)))
+    assert result["changed"] and result["machine"] == "default"
+    assert netrc_of(path)["default"] == ("anonymous", "", "guest@")
+    both = call_module("netrc_entry", dict(default=True, machine="x", login="a", path=str(path)))
+    assert both["failed"] and "mutually exclusive" in both["msg"]
+
+
+@pytest.mark.parametrize("password", HOSTILE)
+def test_hostile_passwords_are_read_back_exactly(tmp_path, password):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER)
+    assert call_module("netrc_entry", args(path, password=password))["changed"]
+    hosts = netrc_of(path)
+    assert hosts[HOST] == ("svc", "", password) and hosts["other.example"][2] == "other-secret"
+    assert call_module("netrc_entry", args(path, password=password))["changed"] is False
+    assert not os.path.exists("/tmp/pwned")
+
+
+@pytest.mark.parametrize("password", ["two\nlines", "nul\x00", "esc\x1b"])
+def test_control_characters_are_refused_without_touching_the_file(tmp_path, password):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER)
+    digest = sha(path)
+    result = call_module("netrc_entry", args(path, password=password))
+    assert result["failed"] and "password" in result["msg"] and "control character" in result["msg"]
+    assert sha(path) == digest and leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        (b"machine a login b\ngarbage here\n", 2),
+        (b"machine a login b password\n", 1),
+        (b'machine a\n login "unterminated\n', 2),
+        (b"# ok\n\nmacdef\nbody\n\n", 3),
+        (b"\x00\x01\x02 binary \xff\xfe", 1),
+    ],
+)
+def test_unparsable_file_fails_naming_file_and_line_and_stays_byte_for_byte(tmp_path, content, line):
+    path = tmp_path / ".netrc"
+    path.write_bytes(content)
+    os.chmod(path, 0o644)
+    digest = sha(path)
+    result = call_module("netrc_entry", args(path), diff=True)
+    assert result["failed"] and str(path) in result["msg"] and "line %d" % line in result["msg"]
+    assert sha(path) == digest and stat.S_IMODE(os.stat(path).st_mode) == 0o644 and leftovers(tmp_path) == []
+
+
+def test_symlink_to_own_file_is_edited_in_place(tmp_path):
+    real = tmp_path / "dotfiles" / "netrc"
+    real.parent.mkdir()
+    real.write_bytes(OTHER)
+    link = tmp_path / ".netrc"
+    link.symlink_to(real)
+    result = call_module("netrc_entry", args(link))
+    assert result["changed"] and result["link_target"] == str(real)
+    assert os.path.islink(link) and netrc_of(real)[HOST] == ("svc", "", "s3cr3t pw")
+
+
+def test_symlink_into_a_file_the_user_does_not_own_is_refused(tmp_path):
+    victim = tmp_path / "root-owned"
+    victim.write_bytes(OTHER)
+    link = tmp_path / ".netrc"
+    link.symlink_to(victim)
+    digest = sha(victim)
+    result = call_module("netrc_entry", args(link, user="nobody"))
+    assert result["failed"] and "refusing to follow" in result["msg"]
+    assert sha(victim) == digest and os.path.islink(link) and leftovers(tmp_path) == []
+
+
+def test_missing_parent_directory_fails_and_creates_nothing(tmp_path):
+    path = tmp_path / "missing" / ".netrc"
+    result = call_module("netrc_entry", args(path))
+    assert result["failed"] and "does not exist" in result["msg"]
+    assert not (tmp_path / "missing").exists()
+
+
+def test_tilde_is_the_home_of_user(tmp_path):
+    result = call_module("netrc_entry", args("~/.netrc", user="nobody"), check=True)
+    # nobody's home is /nonexistent: the path follows the account, not $HOME of the caller.
+    assert result["failed"] and "/nonexistent" in result["msg"]
+
+
+def _as_nobody(module_args: dict) -> dict:
+    """Run the module in a child process that has dropped to uid nobody (a real non-root run)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = call_module("netrc_entry", module_args)
+        except BaseException as exc:  # report anything to the parent
+            result = {"failed": True, "msg": "child: %r" % exc}
+        os.write(write_fd, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write_fd)
+    chunks = []
+    while True:
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks) or b"{}")
+
+
+@pytest.fixture
+def nobody_dir():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to another uid")
+    call_module("netrc_entry", dict(machine="warm.up", login="x", path="/nonexistent-dir/.netrc"))  # imports
+    directory = tempfile.mkdtemp(prefix="netrc-nobody-")
+    os.chown(directory, NOBODY, NOBODY)
+    yield directory
+    shutil.rmtree(directory)
+
+
+def test_as_a_user_a_symlink_into_a_root_owned_file_is_refused(nobody_dir):
+    victim = os.path.join(nobody_dir, "root-file")
+    with open(victim, "wb") as handle:
+        handle.write(OTHER)
+    link = os.path.join(nobody_dir, ".netrc")
+    os.symlink(victim, link)
+    os.chown(link, NOBODY, NOBODY, follow_symlinks=False)
+    digest = sha(victim)
+    result = _as_nobody(args(link))
+    assert result["failed"] and "refusing to follow" in result["msg"], result
+    assert sha(victim) == digest and leftovers(nobody_dir) == []
+
+
+def test_as_a_user_a_read_only_directory_fails_cleanly(nobody_dir):
+    readonly = os.path.join(nobody_dir, "ro")
+    os.mkdir(readonly)
+    path = os.path.join(readonly, ".netrc")
+    with open(path, "wb") as handle:
+        handle.write(OTHER)
+    os.chown(path, NOBODY, NOBODY)
+    os.chmod(path, 0o600)
+    os.chown(readonly, NOBODY, NOBODY)
+    os.chmod(readonly, 0o555)
+    digest = sha(path)
+    result = _as_nobody(args(path))
+    assert result["failed"] and path in result["msg"], result
+    assert sha(path) == digest and leftovers(readonly) == []
+
+
+# ----------------------------------------------------------------------------- through the real CLI
+
+
+def test_adhoc_with_diff_and_vvv_never_shows_a_password(tmp_path):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER)
+    password = 'Adh0c "pass" #1'
+    result, raw = run_adhoc("netrc_entry", args(path, password=password, account="acct-77"), diff=True, verbosity=3)
+    assert result["changed"] is True
+    for secret in (password, "Adh0c", "acct-77", "other-secret", "other-acct"):
+        assert secret not in raw
+    assert netrc_of(path)[HOST] == ("svc", "acct-77", password)
+    result, raw = run_adhoc("netrc_entry", dict(machine=HOST, state="absent", path=str(path)), diff=True, verbosity=3)
+    assert result["changed"] is True and path.read_bytes() == OTHER
+    assert "Adh0c" not in raw and "acct-77" not in raw and "other-secret" not in raw
+
+
+def test_ansible_doc_renders():
+    ansible_doc = os.path.join(os.path.dirname(sys.executable), "ansible-doc")
+    proc = subprocess.run([ansible_doc, "condafleet.proxy.netrc_entry"], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    assert proc.returncode == 0, proc.stderr
+    for word in ("update_password", "on_create", "duplicates_removed", "mode_fixed", "machine"):
+        assert word in proc.stdout
