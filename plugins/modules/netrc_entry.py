@@ -75,6 +75,9 @@ options:
 notes:
   - O(mode) defaults to V(0600) and is enforced on an existing file; a looser mode is fixed and reported
     as RV(mode_fixed).
+  - A value holding a space, C("), C(\\), C(#) or a tab, or an empty value, must be written quoted. curl 7.84 and later
+    and Python 3.11 and later read quoted tokens; Python 3.10 and older C(netrc) (so C(requests) and conda running
+    on them) fail on the whole file. The module warns, naming the option, when it writes such a value.
   - The devsec C(os_hardening) role deletes users' C(.netrc) files unless they are allow-listed.
 seealso:
   - name: Python netrc
@@ -184,6 +187,12 @@ def main() -> None:
         module.fail_json(msg=to_native(exc))
     secrets = spec.secrets()
     module.no_log_values.update(secrets)
+    quoted = [option for option in ("login", "password", "account")
+              if spec.state == "present" and params[option] is not None
+              and _netrc.quote_token(params[option]) != params[option]]
+    if quoted:
+        module.warn("%s must be written quoted in the .netrc; Python 3.10 and older cannot read quoted tokens "
+                    "(curl 7.84+ and Python 3.11+ can)" % " and ".join(quoted))
 
     result = dict(changed=False, machine=spec.label, mode_fixed=False, duplicates_removed=0, password_kept=False)
     outcome = {}
