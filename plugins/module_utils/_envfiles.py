@@ -104,12 +104,25 @@ def argument_spec() -> dict:
     )
 
 
+def is_noncharacter(char: str) -> bool:
+    """U+FDD0..U+FDEF and U+xFFFE/U+xFFFF: systemd's UTF-8 check rejects them (its environment.d
+    generator then aborts, losing every variable) and XML property lists cannot hold U+FFFE/U+FFFF."""
+    code = ord(char)
+    return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+
+
 def _check_text(name: str, value: str) -> str:
     reject_control_characters(name, value)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise EnvValueError("%s is not valid Unicode text (it holds a lone surrogate)" % name)
+    for char in value:
+        if is_noncharacter(char):
+            raise EnvValueError(
+                "%s contains the Unicode noncharacter U+%04X, which systemd's environment.d and launchd "
+                "property lists cannot hold" % (name, ord(char))
+            )
     return value
 
 
@@ -162,6 +175,7 @@ def spec_from_params(params: dict) -> EnvSpec:
         if url is None or url == "":
             continue
         validate_proxy_url(option, url)
+        _check_text(option, url)
         secrets.extend(secrets_in(url))
         values[option] = add_credentials(url, username, password)
     if (username or password) and not values:

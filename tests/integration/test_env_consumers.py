@@ -23,6 +23,7 @@ from modulerun import call_module
 from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import (
     EnvSpec,
     env_targets,
+    is_noncharacter,
     render,
 )
 
@@ -119,8 +120,9 @@ def test_fresh_shell_prints_every_exact_value(user_files, shell):
     assert not os.path.exists("/tmp/cf-pwned")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(value=st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40))
+@settings(max_examples=int(os.environ.get("CF_PROPERTY_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(st.characters(blacklist_categories=("Cc", "Cs")).filter(lambda c: not is_noncharacter(c)),
+                     max_size=40))
 def test_property_shells_and_generator_read_back_any_value(tmp_path_factory, value):
     require("bash", "zsh", "fish")
     root = tmp_path_factory.mktemp("prop")

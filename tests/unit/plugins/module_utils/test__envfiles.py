@@ -77,6 +77,8 @@ def test_password_embedded_in_url_is_a_secret():
     (dict(extra={"1BAD": "x"}), "valid variable name"),
     (dict(extra={"X": "a\x00b"}), "control character"),
     (dict(extra={"X": ["list"]}), "must be a string"),
+    (dict(extra={"X": "a\ufdd0"}), r"noncharacter U\+FDD0"),
+    (dict(no_proxy=["\U0001fffe.example"]), "noncharacter"),
     (dict(http_proxy="http://p:1", extra={"http_proxy": "x"}), "already set"),
     (dict(no_proxy=["a b"]), "white space"),
     (dict(proxy_password="x", proxy_username=None, http_proxy="http://p:1"), "proxy_username"),
