@@ -35,7 +35,7 @@ description:
     block, so the file returns to the bytes it had; a file the module created is deleted again. Everything outside
     the block is kept byte for byte.
   - Values are quoted for each format so that no character of a URL or password can run a command or break the
-    file. Newlines, NUL and other control characters are refused. C(/etc/environment) cannot hold C(#) at all
+    file. Newlines, NUL, other control characters and Unicode noncharacters are refused. C(/etc/environment) cannot hold C(#) at all
     (Linux-PAM cuts lines at it); such a value fails the task and nothing is written.
   - A file with a broken managed block (a BEGIN without END, two blocks) fails the task with its name and line
     number; no file is changed.
