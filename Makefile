@@ -48,8 +48,9 @@ unit: venv collections
 sanity: venv
 	VENV=$(abspath $(VENV)) scripts/sanity.sh
 
+# ansible-lint wants its own bin directory on PATH (it warns otherwise and runs ansible-playbook from there).
 lint: venv
-	$(BIN)/ansible-lint --profile production
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --profile production --nocolor
 
 changelog-lint: venv
 	$(BIN)/antsibull-changelog lint

@@ -251,7 +251,7 @@ def summary(outcome: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--workdir", help="empty or missing directory to work in (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (sandbox home, logs)")
     parser.add_argument("--proxy", choices=("auto", "tinyproxy", "proxypy"), default="auto")

@@ -24,7 +24,9 @@ import sys
 
 args = [arg for arg in sys.argv[1:] if arg not in ("--no-setuptools", "--no-wheel")]
 subprocess.run([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"], check=True, stdout=subprocess.DEVNULL)
-sys.exit(subprocess.run([sys.executable, "-m", "pip", "install", "--quiet"] + args).returncode)
+if "--no-setuptools" in sys.argv:  # get-pip.py would not install it; ensurepip (3.11) always does
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", "setuptools"], check=True)
+sys.exit(subprocess.run([sys.executable, "-m", "pip", "install", "--quiet"] + args, check=False).returncode)
 '''
 
 

@@ -7,19 +7,23 @@
 #
 # ansible-test only accepts a collection that physically sits at .../ansible_collections/condafleet/proxy
 # (a copy, not a symlink), so the files git would see (tracked + untracked, minus .gitignore) are mirrored
-# into $SANITY_ROOT first. The mirror keeps its tests/output between runs.
+# into $SANITY_ROOT first. The mirror keeps its tests/output between runs; ansible-test caches its per-test
+# virtual environments in ~/.ansible/test/venv (warm runs are much faster than the first).
 #
 # `--venv` makes ansible-test bootstrap pip from a script it downloads from a server that is unreachable
 # here; a stand-in at ~/.ansible/test/cache/get_pip_<ver>.py (ensurepip, then pip install) replaces it.
 #
-# pslint is skipped: it needs `pwsh`, which has no apt/PyPI route on this machine (see tests/sanity/README.md).
+# pslint is skipped, and only pslint: it needs PowerShell (`pwsh`), which has no apt, PyPI or npm route on
+# these machines (the collection has no .ps1/.psm1 file yet either). Every other test runs; shellcheck
+# needs the `shellcheck` package (`make lab-deps`), else ansible-test skips it with a warning.
 #
 # Usage: scripts/sanity.sh [extra ansible-test sanity arguments, e.g. --test pylint]
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$repo/.venv}
-root=${SANITY_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/condafleet-sanity}
+# One mirror per checkout (keyed by its path), so two clones never test each other's files.
+root=${SANITY_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/condafleet-sanity/$(printf %s "$repo" | cksum | cut -d' ' -f1)}
 dest=$root/ansible_collections/condafleet/proxy
 
 "$venv/bin/python" "$repo/scripts/get_pip_standin.py"

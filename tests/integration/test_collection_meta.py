@@ -118,3 +118,42 @@ def test_ansible_doc_renders(module):
         assert "state" in doc["doc"]["options"]
     assert doc["examples"].count(fqcn) >= 1  # EXAMPLES use the FQCN
     assert doc["return"], "%s documents no return values" % fqcn
+
+
+def _checkout(root):
+    """A minimal checkout: galaxy.yml, a few top-level entries and scripts/link-collection.sh."""
+    root.mkdir()
+    (root / "galaxy.yml").write_text("namespace: condafleet\nname: proxy\nversion: 0.1.0\n")
+    (root / "plugins" / "modules").mkdir(parents=True)
+    (root / ".hidden").write_text("")
+    (root / "scripts").mkdir()
+    with open(os.path.join(REPO, "scripts", "link-collection.sh")) as src:
+        (root / "scripts" / "link-collection.sh").write_text(src.read())
+    return root
+
+
+def _links(checkout) -> dict:
+    tree = checkout / "collections" / "ansible_collections" / "condafleet" / "proxy"
+    return {entry.name: os.readlink(entry) for entry in tree.iterdir()}
+
+
+def test_link_collection_builds_the_tree_pytest_ansible_builds(tmp_path):
+    """`make collections` and pytest-ansible must agree, and the refresh must see new/removed entries."""
+    from pytest_ansible.units import _resolve_collections_dir
+
+    theirs = _checkout(tmp_path / "theirs")
+    _resolve_collections_dir(theirs, "condafleet", "proxy")
+    ours = _checkout(tmp_path / "ours")
+    subprocess.run(["bash", str(ours / "scripts" / "link-collection.sh")], check=True)
+    expected = {name: target.replace(str(theirs), str(ours)) for name, target in _links(theirs).items()}
+    assert _links(ours) == expected
+    assert "collections" not in expected and ".hidden" in expected
+
+    # pytest-ansible would not notice these (it only builds a missing tree); the refresh does.
+    (ours / "roles").mkdir()
+    (ours / ".hidden").unlink()
+    subprocess.run(["bash", str(ours / "scripts" / "link-collection.sh")], check=True)
+    links = _links(ours)
+    assert links["roles"] == str(ours / "roles")
+    assert ".hidden" not in links
+    assert set(links) == {entry.name for entry in ours.iterdir()} - {"collections"}
