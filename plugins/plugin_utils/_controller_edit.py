@@ -23,6 +23,7 @@ import tempfile
 import typing as t
 
 from ansible import constants as C
+from ansible.module_utils.basic import FILE_COMMON_ARGUMENTS
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.parsing.convert_bool import boolean
@@ -70,8 +71,11 @@ def on_controller(connection, task_vars: dict) -> HostKind | None:
     return None
 
 
-def validate_args(argument_spec: dict, args: dict) -> dict:
-    """Validate task args with the module's own argument spec; raise ValueError with its messages."""
+def validate_args(argument_spec: dict, args: dict, file_args: bool = False) -> dict:
+    """Validate task args with the module's own argument spec (plus mode/owner/group when the module
+    takes them); raise ValueError with the validator's messages."""
+    if file_args:
+        argument_spec = dict(FILE_COMMON_ARGUMENTS, **argument_spec)
     result = ArgumentSpecValidator(argument_spec).validate(args)
     if result.error_messages:
         raise ValueError("; ".join(result.error_messages))
@@ -116,11 +120,13 @@ class ControllerFileEdit(NormalAction):
         result = {"changed": False}
         params: dict | None = None
         try:
-            params = validate_args(self.argument_spec(), dict(self._task.args))
+            params = validate_args(self.argument_spec(), dict(self._task.args), file_args=True)
             unsupported = [name for name in _POSIX_ONLY if params.get(name) not in (None, False)]
             if host.windows and unsupported:
                 raise ValueError("%s cannot be used on Windows hosts" % ", ".join(unsupported))
-            path = host.expand_home(params.get("path") or self.default_path(params, host), params.get("user"))
+            # The option's own default is the POSIX one; a path the task did not give follows the host's OS.
+            path = self._task.args.get("path") or self.default_path(params, host)
+            path = host.expand_home(path, params.get("user"))
             before = self._read(path, host, task_vars)
             after = self.render(before, params)
         except ValueError as exc:
@@ -142,7 +148,10 @@ class ControllerFileEdit(NormalAction):
 
     def _finish(self, result: dict, params: dict | None) -> dict:
         self._remove_tmp_path(self._connection._shell.tmpdir)
-        secrets = self.secrets(params or {})
+        try:
+            secrets = self.secrets(params) if params else []
+        except ValueError:  # the arguments were refused before any secret was derived from them
+            secrets = []
         if secrets:
             result = masked(result, secrets)
         return result

@@ -38,11 +38,13 @@ def call_module(module: str, args: dict, check: bool = False, diff: bool = False
 
 
 def run_adhoc(module: str, args: dict, check: bool = False, diff: bool = False, verbosity: int = 0,
-              env: dict | None = None, become_user: str | None = None) -> tuple[dict, str]:
+              env: dict | None = None, extra_vars: dict | None = None) -> tuple[dict, str]:
     """Run the module with ``ansible localhost -m``; returns ``(result, raw stdout+stderr)``."""
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-m",
            "condafleet.proxy.%s" % module, "-a", json.dumps(args), "-c", "local",
            "-e", "ansible_python_interpreter=%s" % sys.executable]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
     if diff:

@@ -1,0 +1,36 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""netrc_entry on hosts that cannot run Python modules (Windows): edit ``~/_netrc`` from the controller.
+
+POSIX hosts run the module. See plugin_utils/_controller_edit.py for the flow.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.condafleet.proxy.plugins.module_utils import _netrc
+from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import ControllerFileEdit, HostKind
+
+
+class ActionModule(ControllerFileEdit):
+    posix_mode = "0600"
+
+    def argument_spec(self) -> dict:
+        return _netrc.argument_spec()
+
+    def default_path(self, params: dict, host: HostKind) -> str:
+        # requests reads ~/_netrc on Windows (after ~/.netrc, which Windows tools rarely create)
+        return "~/_netrc" if host.windows else "~/.netrc"
+
+    def render(self, before, params):
+        return _netrc.render_netrc(before, _netrc.spec_from_params(params))
+
+    def secrets(self, params: dict) -> list:
+        return _netrc.spec_from_params(params).secrets()
+
+    def mask(self, text: str) -> str:
+        return _netrc.mask_netrc(text)
+
+    def result_extras(self, params: dict, after) -> dict:
+        return {"machine": params.get("machine") if not params.get("default") else "default"}

@@ -1,0 +1,210 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The action plugins' Windows path, against a simulated Windows connection.
+
+No Windows host runs here, so the connection is simulated: a PowerShell shell family, and
+a small in-memory host that answers ``ansible.windows.slurp``/``win_file``/``win_environment``
+and the ``win_copy`` action the way those modules do (their messages are copied from their
+sources). What is asserted is what this collection decides: the paths Windows uses, that the
+bytes written are the same bytes the POSIX module writes, idempotence, check mode, masking,
+and the registry variables. The same controller path runs for real against a POSIX host in
+tests/integration/test_controller_edit.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+from unittest import mock
+
+import pytest
+from ansible.playbook.play_context import PlayContext
+from ansible.playbook.task import Task
+
+from modulerun import call_module
+
+SECRET = "p@ss w'rd;$(x)"
+
+
+class WindowsHost:
+    """Files and registry variables of one simulated Windows host."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.env: dict[str, dict[str, str]] = {"machine": {}, "user": {}}
+        self.calls: list[tuple[str, dict]] = []
+
+    def execute_module(self, module_name=None, module_args=None, task_vars=None, **kwargs):
+        self.calls.append((module_name, dict(module_args)))
+        if module_name == "ansible.windows.slurp":
+            path = module_args["src"]
+            if path not in self.files:
+                return {"failed": True, "msg": "Path %s is not found" % path}
+            return {"content": base64.b64encode(self.files[path]).decode(), "encoding": "base64"}
+        if module_name == "ansible.windows.win_file":
+            existed = self.files.pop(module_args["path"], None) is not None
+            return {"changed": existed}
+        if module_name == "ansible.windows.win_environment":
+            level, changed = self.env[module_args["level"]], False
+            for name, value in module_args["variables"].items():
+                if value:
+                    changed |= level.get(name) != value
+                    level[name] = value
+                else:
+                    changed |= level.pop(name, None) is not None
+            return {"changed": changed, "diff": {"before": {}, "after": dict(level)}}
+        raise AssertionError("unexpected module %s" % module_name)
+
+    def copy_action(self, name, task=None, **kwargs):
+        assert name == "ansible.windows.win_copy", name
+        host = self
+
+        class Copy:
+            def run(self, task_vars=None):
+                with open(task.args["src"], "rb") as handle:
+                    data = handle.read()
+                host.calls.append((name, dict(task.args)))
+                backup = {"backup_file": task.args["dest"] + ".bak"} if task.args.get("backup") else {}
+                changed = host.files.get(task.args["dest"]) != data
+                host.files[task.args["dest"]] = data
+                return dict(changed=changed, **backup)
+
+        return Copy()
+
+
+def run_action(module: str, args: dict, host: WindowsHost, check: bool = False, diff: bool = False) -> dict:
+    plugin = importlib.import_module("ansible_collections.condafleet.proxy.plugins.action.%s" % module)
+    task = Task()
+    task.action = "condafleet.proxy.%s" % module
+    task.args = dict(args)
+    task.check_mode = check
+    task.diff = diff
+    connection = mock.MagicMock()
+    connection._shell.SHELL_FAMILY = "powershell"
+    connection._shell.tmpdir = None
+    loader = mock.MagicMock()
+    loader.action_loader.get.side_effect = host.copy_action
+    action = plugin.ActionModule(task, connection, PlayContext(), loader=None, templar=None)
+    action._shared_loader_obj = loader  # ansible-core 2.19 ignores the constructor's shared_loader_obj
+    with mock.patch.object(action, "_execute_module", side_effect=host.execute_module):
+        return action.run(task_vars={})
+
+
+def written_by_posix_module(module: str, args: dict, tmp_path) -> bytes:
+    path = tmp_path / "posix-file"
+    result = call_module(module, dict(args, path=str(path)))
+    assert not result.get("failed"), result
+    return path.read_bytes()
+
+
+NETRC_ARGS = {"machine": "repo.corp.example", "login": "alice", "password": SECRET}
+
+
+def test_netrc_goes_to_underscore_netrc_in_the_profile_with_the_posix_bytes(tmp_path):
+    host = WindowsHost()
+    result = run_action("netrc_entry", NETRC_ARGS, host, diff=True)
+    assert result["changed"] and not result.get("failed"), result
+    assert result["path"] == "%USERPROFILE%\\_netrc"
+    assert host.files["%USERPROFILE%\\_netrc"] == written_by_posix_module("netrc_entry", NETRC_ARGS, tmp_path)
+    assert SECRET not in repr(result)
+    assert "********" in result["diff"]["after"]
+
+
+def test_netrc_second_run_changes_nothing_and_writes_nothing():
+    host = WindowsHost()
+    run_action("netrc_entry", NETRC_ARGS, host)
+    host.calls.clear()
+    result = run_action("netrc_entry", NETRC_ARGS, host)
+    assert result["changed"] is False
+    assert [name for name, _ in host.calls] == ["ansible.windows.slurp"]
+
+
+def test_netrc_check_mode_predicts_and_writes_nothing():
+    host = WindowsHost()
+    result = run_action("netrc_entry", NETRC_ARGS, host, check=True)
+    assert result["changed"] is True
+    assert host.files == {}
+
+
+def test_netrc_keeps_other_entries_and_absent_restores_the_bytes():
+    host = WindowsHost()
+    original = b"# fleet\r\nmachine other.example login bob password hunter2\r\n"
+    host.files["%USERPROFILE%\\_netrc"] = original
+    run_action("netrc_entry", NETRC_ARGS, host)
+    assert host.files["%USERPROFILE%\\_netrc"].startswith(original)
+    result = run_action("netrc_entry", dict(NETRC_ARGS, state="absent"), host, diff=True)
+    assert result["changed"] is True
+    assert host.files["%USERPROFILE%\\_netrc"] == original
+    assert "hunter2" not in repr(result), "other entries' passwords are masked too"
+
+
+def test_netrc_absent_of_the_only_entry_removes_the_file_with_win_file():
+    host = WindowsHost()
+    run_action("netrc_entry", NETRC_ARGS, host)
+    run_action("netrc_entry", dict(NETRC_ARGS, state="absent"), host)
+    assert host.files == {}
+    assert host.calls[-1] == ("ansible.windows.win_file", {"path": "%USERPROFILE%\\_netrc", "state": "absent"})
+
+
+def test_netrc_for_another_user_and_explicit_tilde_path():
+    host = WindowsHost()
+    assert run_action("netrc_entry", dict(NETRC_ARGS, user="bob"), host)["path"] == "C:\\Users\\bob\\_netrc"
+    assert run_action("netrc_entry", dict(NETRC_ARGS, path="~/.netrc"), host)["path"] == "%USERPROFILE%\\.netrc"
+
+
+def test_netrc_backup_is_passed_to_win_copy():
+    host = WindowsHost()
+    host.files["%USERPROFILE%\\_netrc"] = b"machine x login y password z\n"
+    result = run_action("netrc_entry", dict(NETRC_ARGS, backup=True), host)
+    assert result["backup_file"] == "%USERPROFILE%\\_netrc.bak"
+
+
+@pytest.mark.parametrize("args,message", [
+    (dict(NETRC_ARGS, owner="alice"), "cannot be used on Windows"),
+    (dict(NETRC_ARGS, password="a\nb"), "password"),
+    ({"login": "x"}, "machine"),
+])
+def test_netrc_refused_arguments_fail_before_touching_the_host(args, message):
+    host = WindowsHost()
+    result = run_action("netrc_entry", args, host)
+    assert result["failed"] and message in result["msg"], result
+    assert [name for name, _ in host.calls if name != "ansible.windows.slurp"] == []
+    assert "a\nb" not in repr(result)
+
+
+ENV_ARGS = {"http_proxy": "http://proxy.corp.example:3128", "https_proxy": "http://proxy.corp.example:3128",
+            "no_proxy": [".corp.example", "localhost"], "proxy_username": "fleet", "proxy_password": SECRET}
+
+
+def test_env_sets_machine_variables_in_both_cases_with_encoded_credentials():
+    host = WindowsHost()
+    result = run_action("env_proxy", ENV_ARGS, host, diff=True)
+    assert result["changed"] and result["level"] == "machine"
+    machine = host.env["machine"]
+    assert set(machine) == {"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+    assert machine["https_proxy"] == "http://fleet:p%40ss%20w%27rd%3B%24%28x%29@proxy.corp.example:3128"
+    assert machine["NO_PROXY"] == ".corp.example,localhost"
+    assert SECRET not in repr(result) and "p%40ss" not in repr(result)
+    assert run_action("env_proxy", ENV_ARGS, host)["changed"] is False
+
+
+def test_env_user_scope_and_absent_remove_exactly_the_variables():
+    host = WindowsHost()
+    host.env["user"]["PATH"] = "C:\\keep"
+    run_action("env_proxy", dict(ENV_ARGS, scope="user"), host)
+    assert "http_proxy" in host.env["user"]
+    result = run_action("env_proxy", dict(ENV_ARGS, scope="user", state="absent"), host)
+    assert result["changed"] and host.env["user"] == {"PATH": "C:\\keep"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (dict(ENV_ARGS, path="C:\\x"), "path"),
+    (dict(ENV_ARGS, scope="user", user="bob"), "connecting account"),
+    (dict(ENV_ARGS, http_proxy="not a url"), "http_proxy"),
+])
+def test_env_refused_arguments(args, message):
+    host = WindowsHost()
+    result = run_action("env_proxy", args, host)
+    assert result["failed"] and message in result["msg"], result
+    assert host.calls == []
