@@ -24,6 +24,12 @@ def require_lab() -> None:
         pytest.skip("not installed: %s (apt: iproute2 openssh-server squid netcat-openbsd debootstrap)" % ", ".join(missing))
 
 
+@pytest.fixture
+def lab_available():
+    """Skips the test where the lab cannot run; for tests that start a lab of their own."""
+    require_lab()
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     """A running lab: its state dict (``inventory``, ``hosts``, ``credentials``, ...), torn down at session end."""

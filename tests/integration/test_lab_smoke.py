@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from conftest import labmod, require_lab
+import lab as labmod  # tests/lab, put on sys.path by conftest.py
 
 pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab")]
 
@@ -41,7 +41,9 @@ def ansible(state: dict, pattern: str, module: str, args: str = "") -> dict:
 def ssh(state: dict, host: str, command: str, user: str = "root") -> subprocess.CompletedProcess:
     """Run ``command`` on a lab host over real SSH (through the controller namespace)."""
     ctl = state["prefix"] + "-ctl"
-    cmd = ["ssh", "-i", state["key"], "-o", "ProxyCommand=ip netns exec %s nc %%h %%p" % ctl,
+    control_dir = state["control_path_dir"]  # one SSH connection per host and user, reused
+    cmd = ["ssh", "-i", state["key"], "-o", "ControlMaster=auto", "-o", "ControlPersist=30",
+           "-o", "ControlPath=%s/t-%%C" % control_dir, "-o", "ProxyCommand=ip netns exec %s nc %%h %%p" % ctl,
            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "%s@%s" % (user, state["hosts"][host]["address"]), command]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
@@ -135,9 +137,8 @@ def test_python_requests_reaches_the_channel_through_the_proxy(lab, host):
     assert proc.stdout.split() == ["200", "407"]
 
 
-def test_down_leaves_no_namespace_mount_or_process(tmp_path):
+def test_down_leaves_no_namespace_mount_or_process(tmp_path, lab_available):
     """A lab of its own, with a stray process started over SSH, is gone entirely after ``down``."""
-    require_lab()
     state_dir = str(tmp_path / "lab")
     state = labmod.up(state_dir)
     try:
@@ -163,3 +164,33 @@ def test_down_leaves_no_namespace_mount_or_process(tmp_path):
     assert labmod.proc_starttime(stray_pid) != stray_start  # gone (or an unreaped zombie of init)
     assert not os.path.exists(state["run_dir"])
     assert not os.path.exists(os.path.join(state_dir, "inventory.yml"))
+
+
+def test_a_failed_up_tears_down_what_it_started(tmp_path, lab_available, monkeypatch):
+    """Set-up failing after squid and the namespaces started leaves nothing behind."""
+    def hosts_fail(lab, roots, pubkey):
+        raise labmod.LabError("injected failure while starting the hosts")
+
+    monkeypatch.setattr(labmod, "_hosts", hosts_fail)
+    state_dir = str(tmp_path / "lab")
+    with pytest.raises(labmod.LabError, match="injected"):
+        labmod.up(state_dir)
+    with open(os.path.join(state_dir, "state.json")) as handle:
+        state = json.load(handle)
+    assert {r["role"] for r in state["processes"]} == {"channel", "squid"}
+    assert labmod.leftovers(state["prefix"], state["run_dir"], state["processes"]) == []
+
+
+def test_up_and_down_remove_leftovers_of_an_earlier_run_with_the_same_prefix(tmp_path, lab_available):
+    """An earlier run whose state file is lost is cleaned by prefix: by the next ``up`` and by ``down``."""
+    prefix = "cflt" + labmod.default_prefix(str(tmp_path))[3:]
+    first = labmod.up(str(tmp_path / "first"), prefix=prefix)
+    try:
+        second = labmod.up(str(tmp_path / "second"), prefix=prefix)  # first's state dir is never used again
+        assert all(labmod.proc_starttime(r["pid"]) != r["starttime"] for r in first["processes"])
+        assert all(labmod.proc_starttime(r["pid"]) == r["starttime"] for r in second["processes"])
+    finally:
+        report = labmod.down(None, prefix=prefix)
+    assert report["leftovers"] == []
+    assert sorted(report["namespaces_deleted"]) == sorted(second["namespaces"])
+    assert labmod.leftovers(prefix, first["run_dir"], first["processes"] + second["processes"]) == []

@@ -477,6 +477,9 @@ def up(state_dir: str, prefix: str | None = None, cache_dir: str = CACHE_DIR, ru
     os.chmod(run_base, 0o755)
     os.makedirs(lab.run_dir, mode=0o755)
     lab.state["hosts"] = {}
+    # SSH control sockets: short path (sun_path has 108 bytes), removed with the run dir.
+    lab.state["control_path_dir"] = os.path.join(lab.run_dir, "cp")
+    os.makedirs(lab.state["control_path_dir"], mode=0o700)
     lab.save()
     try:
         key = os.path.join(lab.state_dir, "id_ed25519")
@@ -539,7 +542,7 @@ def _write_inventory(lab: _Lab, username: str, password: str) -> None:
         "ansible_python_interpreter": "/usr/bin/python3",
         "ansible_ssh_common_args": ssh_common_args(lab.ctl),
         # Own control sockets: another lab (or an earlier one) never lends its SSH session.
-        "ansible_control_path_dir": os.path.join(lab.state_dir, "cp"),
+        "ansible_control_path_dir": lab.state["control_path_dir"],
     }
     group.update(lab_vars(lab.state))
     inventory = {"all": {
@@ -644,7 +647,6 @@ def down(state_dir: str | None = None, prefix: str | None = None, run_base: str 
         for name in ("inventory.yml", "lab_vars.yml"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(state_dir, name))
-        shutil.rmtree(os.path.join(state_dir, "cp"), ignore_errors=True)
         if state:
             state["status"] = "down"
             with open(os.path.join(state_dir, "state.json"), "w") as handle:

@@ -1,0 +1,38 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The molecule scenarios under extensions/molecule/, each on its own multi-host lab."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+import lab as labmod  # tests/lab, put on sys.path by conftest.py
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+
+
+@pytest.mark.parametrize("scenario", ["default", "user_scope"])
+def test_molecule_scenario(scenario, tmp_path, lab_available):
+    # A prefix of this run's own, so a parallel run or a leftover lab cannot interfere.
+    prefix = "cflm" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:6]
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), CONDAFLEET_LAB_PREFIX=prefix,
+               ANSIBLE_NOCOLOR="1", NO_COLOR="1", ANSIBLE_FORCE_COLOR="0")
+    try:
+        proc = subprocess.run([os.path.join(BIN, "molecule"), "test", "-s", scenario], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+    finally:
+        # destroy runs even when a step fails; this also covers molecule itself dying mid-way.
+        report = labmod.down(None, prefix=prefix)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    assert report["leftovers"] == [], report
+    assert not [n for n in labmod.netns_list() if n.startswith(prefix + "-")]
