@@ -18,8 +18,12 @@ echo "shell_HTTP_PROXY=${HTTP_PROXY:+set}"
 echo "shell_no_proxy=${no_proxy:-}"
 
 # (a) curl: proxy from the environment (~/.profile), channel credentials from ~/.netrc.
-curl_code=$(curl --silent --show-error --netrc --max-time 20 -o "$HOME/.demo-curl-repodata.json" \
-    -w '%{http_code}' "$url" 2>"$HOME/.demo-curl.err") || curl_code="error-$?"
+if ! command -v curl >/dev/null 2>&1; then
+    curl_code=missing
+else
+    curl_code=$(curl --silent --show-error --netrc --max-time 20 -o "$HOME/.demo-curl-repodata.json" \
+        -w '%{http_code}' "$url" 2>"$HOME/.demo-curl.err") || curl_code="error-$?"
+fi
 echo "curl_status=$curl_code"
 
 # (b) what conda does: proxy_servers from ~/.condarc, credentials from ~/.netrc, no proxy variables.

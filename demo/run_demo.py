@@ -141,9 +141,15 @@ def login_shell_check(home: str, url: str) -> dict:
 
 def check_proxy_required(proxy, url: str) -> str:
     """The proxy must refuse a request without credentials (HTTP 407)."""
-    proc = run(["curl", "--silent", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--noproxy", "",
-                "-x", proxy.url, url], env={"PATH": os.environ.get("PATH", LOGIN_PATH)}, timeout=30)
-    return proc.stdout.strip()
+    import http.client
+    from urllib.parse import urlsplit
+
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    try:
+        conn.request("GET", url, headers={"Host": urlsplit(url).netloc})
+        return str(conn.getresponse().status)
+    finally:
+        conn.close()
 
 
 def demo(args: argparse.Namespace, work: str, stack: contextlib.ExitStack, outcome: dict) -> None:
@@ -212,16 +218,21 @@ def demo(args: argparse.Namespace, work: str, stack: contextlib.ExitStack, outco
     problems = []
     if shell.get("shell_http_proxy") != "set":
         problems.append("the login shell has no http_proxy from ~/.profile")
-    if outcome["curl_status"] != "200":
+    if outcome["curl_status"] == "missing":
+        outcome["notes"] = ["curl is not installed: check (a) skipped (`make lab-deps` as root installs it)"]
+    elif outcome["curl_status"] != "200":
         problems.append("curl through the proxy answered %s" % outcome["curl_status"])
     if outcome["python_result"].get("status") != 200:
         problems.append("the conda-like fetch failed: %s" % outcome["python_result"])
     if outcome["netrc_mode"] != "0600":
         problems.append("~/.netrc has mode %s, not 0600" % outcome["netrc_mode"])
-    if outcome["proxy_log_hits"] < 2:
-        problems.append("the proxy log shows %d request(s) for repodata.json, expected 2" % outcome["proxy_log_hits"])
-    if outcome["channel_via_hits"] < 2:
-        problems.append("the channel saw %d authorized request(s) through a proxy, expected 2" % outcome["channel_via_hits"])
+    expected = 1 if outcome["curl_status"] == "missing" else 2
+    if outcome["proxy_log_hits"] < expected:
+        problems.append("the proxy log shows %d request(s) for repodata.json, expected %d"
+                        % (outcome["proxy_log_hits"], expected))
+    if outcome["channel_via_hits"] < expected:
+        problems.append("the channel saw %d authorized request(s) through a proxy, expected %d"
+                        % (outcome["channel_via_hits"], expected))
     if problems:
         raise DemoError("; ".join(problems) + "\nlogin shell output:\n" + secrets_.mask(shell["_raw"]))
 
@@ -246,7 +257,7 @@ def summary(outcome: dict) -> str:
         "  proxy log  : %s request(s) for %s" % (outcome.get("proxy_log_hits"), REPODATA),
         "  channel    : %s authorized request(s) received via %s"
         % (outcome.get("channel_via_hits"), ", ".join(outcome.get("channel_via", [])) or "-"),
-    ])
+    ] + ["  note       : %s" % note for note in outcome.get("notes", [])])
 
 
 def main(argv: list[str] | None = None) -> int:
