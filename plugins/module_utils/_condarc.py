@@ -69,7 +69,7 @@ def argument_spec() -> dict:
         http=dict(type="str"),
         https=dict(type="str"),
         servers=dict(type="dict", default={}),
-        bypass=dict(type="list", elements="str", default=[]),
+        bypass=dict(type="list", elements="str", default=[], no_log=False),
         ssl_verify=dict(type="raw"),
         final=dict(type="bool", default=False),
         proxy_username=dict(type="str", no_log=True),
@@ -235,7 +235,7 @@ def spec_from_params(params: dict) -> CondarcSpec:
         key = _server_key(name)
         if not isinstance(value, str) or not value:
             raise CondarcSpecError("servers[%r] must be a proxy URL (use bypass for hosts reached directly)" % name)
-        if any(existing == key for _, existing, _ in urls):
+        if any(url_key == key for _option, url_key, _url in urls):
             raise CondarcSpecError("servers has %r twice (keys are compared case-insensitively)" % key)
         urls.append(("servers[%r]" % name, key, value))
 
@@ -313,7 +313,7 @@ class _Entry:
 
 
 class _Document:
-    def __init__(self, lines: list, entries: list, insert_at: int, block_scalar_lines: set) -> None:
+    def __init__(self, lines: list, entries: list, insert_at: int, block_scalar_lines: dict) -> None:
         self.lines = lines  # [(text, eol)]
         self.entries = entries
         self.insert_at = insert_at  # where new keys go: the end, or before a '...' line
@@ -354,6 +354,7 @@ class _State:
         self.flow_line = 0
         self.expect = True  # a node may start here (quotes, brackets and '|' mean something)
         self.block_scalar = False
+        self.block_keep = False
 
 
 _BAD_BREAKS = {"\r": "a bare carriage return", "\x85": "U+0085 (NEL)", "\u2028": "U+2028", "\u2029": "U+2029"}
@@ -452,6 +453,7 @@ def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
             if not re.match(r"^[|>](?:[1-9][+-]?|[+-][1-9]?)?\s*(?:#.*)?$", text[i:]):
                 raise ParseError(lineno, "invalid block scalar header %r" % text[i:].strip())
             st.block_scalar = True
+            st.block_keep = "+" in text[i:].split("#", 1)[0]
             rest = text.find("#", i)
             return rest if rest >= 0 else None
         if st.expect and c in "-?" and (nxt == "" or nxt in " \t"):
@@ -510,7 +512,8 @@ def _scan_document(text: str) -> _Document:
     block_indent = None  # lines indented deeper than this belong to an opaque block scalar
     doc_started = False
     doc_end = None
-    block_scalar_lines = set()
+    block_scalar_lines = {}  # index -> whether that scalar keeps trailing blank lines ('|+', '>+')
+    block_keep = False
     for index, (raw, _eol) in enumerate(lines):
         lineno = index + 1
         stripped = raw.lstrip(" \t")
@@ -518,7 +521,7 @@ def _scan_document(text: str) -> _Document:
         indent = len(raw) - len(raw.lstrip(" "))
         if block_indent is not None:
             if blank or indent > block_indent:
-                block_scalar_lines.add(index)
+                block_scalar_lines[index] = block_keep
                 if not blank:
                     current.end = index + 1
                 continue
@@ -577,7 +580,8 @@ def _scan_document(text: str) -> _Document:
             current.end = index + 1
         if st.block_scalar:
             block_indent = indent
-            block_scalar_lines.add(index)
+            block_keep = st.block_keep
+            block_scalar_lines[index] = block_keep
             st.block_scalar = False
     if st.quote:
         raise ParseError(st.quote_line, "unterminated %s-quoted string" % ("single" if st.quote == "'" else "double"))
@@ -733,7 +737,7 @@ def _read_flow_map(text: str) -> t.Any:
 
 def _owned_value(doc: _Document, entry: _Entry) -> t.Any:
     """The value of an owned key when it is simple enough to compare, else ``_UNKNOWN``."""
-    following = [raw for raw, _ in doc.lines[entry.start + 1:entry.end]]
+    following = [raw for raw, _eol in doc.lines[entry.start + 1:entry.end]]
     if entry.key == "proxy_servers":
         if entry.inline == "":
             return _read_block_map(following) if following else _UNKNOWN
@@ -761,7 +765,7 @@ def _final_effective(doc: _Document, entry: _Entry) -> bool:
 
 
 def _comment_follows(doc: _Document, index: int) -> bool:
-    for raw, _ in doc.lines[index:doc.insert_at]:
+    for raw, _eol in doc.lines[index:doc.insert_at]:
         stripped = raw.strip(" \t")
         if stripped == "":
             continue
@@ -813,7 +817,7 @@ def _render_ssl_verify(value: t.Any, final: bool) -> list:
 
 def _block_indent(doc: _Document, entry: _Entry | None) -> str:
     if entry is not None and entry.inline == "":
-        for raw, _ in doc.lines[entry.start + 1:entry.end]:
+        for raw, _eol in doc.lines[entry.start + 1:entry.end]:
             stripped = raw.lstrip(" ")
             if stripped and not stripped.startswith("#") and len(raw) > len(stripped):
                 return raw[: len(raw) - len(stripped)]
@@ -821,7 +825,7 @@ def _block_indent(doc: _Document, entry: _Entry | None) -> str:
 
 
 def _detect_eol(lines: list) -> str:
-    for _, eol in lines:
+    for _text, eol in lines:
         if eol:
             return eol
     return "\n"
@@ -834,10 +838,38 @@ def _replace(lines: list, start: int, end: int, new: list, eol: str) -> None:
     lines[start:end] = block
 
 
-def _remove(lines: list, start: int, end: int) -> None:
+def _owned_end(doc: _Document, entry: _Entry) -> int:
+    """The end of an owned key's lines, including comments indented under it.
+
+    Those comments belong to the key; left behind after a block scalar, they would
+    become part of that scalar's text.
+    """
+    end = entry.end
+    for index in range(entry.end, doc.insert_at):
+        raw = doc.lines[index][0]
+        stripped = raw.lstrip(" ")
+        if stripped == "":
+            continue
+        if stripped.startswith("#") and len(stripped) < len(raw):
+            end = index + 1
+            continue
+        break
+    return end
+
+
+def _remove(doc: _Document, lines: list, start: int, end: int) -> None:
+    """Delete ``lines[start:end]`` (original line numbers: edits are applied bottom-up)."""
+    previous = start - 1
+    after_blank = end < len(lines) and lines[end][0].strip(" \t") == ""
+    if doc.block_scalar_lines.get(previous) and after_blank:
+        raise ParseError(
+            start + 1,
+            "cannot remove %s without changing the '|+' block scalar above it (its trailing blank lines would "
+            "grow); remove the blank line after the key by hand" % lines[start][0].split(":", 1)[0],
+        )
     ends_file_without_eol = end == len(lines) and lines[end - 1][1] == ""
     del lines[start:end]
-    if ends_file_without_eol and start == len(lines) and start > 0:
+    if ends_file_without_eol and start == len(lines) and start > 0 and previous not in doc.block_scalar_lines:
         # the key was appended to a file without a final newline: give the line its old ending back
         lines[start - 1] = (lines[start - 1][0], "")
 
@@ -865,7 +897,7 @@ def _decode(before: bytes) -> tuple:
 
 def parse_condarc(before: bytes | None) -> _Document:
     """Scan (and, with PyYAML, validate) an existing file; raises :class:`ParseError`."""
-    _, text = _decode(before or b"")
+    text = _decode(before or b"")[1]
     doc = _scan_document(text)
     if HAS_PYYAML:
         _validate_with_pyyaml(text)
@@ -892,7 +924,7 @@ def render_condarc(before: bytes | None, spec: CondarcSpec) -> bytes | None:
     if spec.state == "absent":
         for entry, managed in ((servers_entry, True), (ssl_entry, spec.manages_ssl_verify)):
             if entry is not None and managed:
-                edits.append((entry.start, entry.end, None))
+                edits.append((entry.start, _owned_end(doc, entry), None))
     else:
         if spec.proxy_servers is not None:
             wanted = spec.proxy_servers
@@ -900,30 +932,31 @@ def render_condarc(before: bytes | None, spec: CondarcSpec) -> bytes | None:
             if servers_entry is None:
                 appended.extend(new)
             elif not _same_owned(doc, servers_entry, wanted, spec.final):
-                edits.append((servers_entry.start, servers_entry.end, new))
+                edits.append((servers_entry.start, _owned_end(doc, servers_entry), new))
         if spec.manages_ssl_verify:
             new = _render_ssl_verify(spec.ssl_verify, spec.final)
             if ssl_entry is None:
                 appended.extend(new)
             elif not _same_owned(doc, ssl_entry, spec.ssl_verify, spec.final):
-                if spec.final and _comment_follows(doc, ssl_entry.end):
+                end = _owned_end(doc, ssl_entry)
+                if spec.final and _comment_follows(doc, end):
                     # in place, the comments below would hide the marker from conda: move it to the end
-                    edits.append((ssl_entry.start, ssl_entry.end, None))
+                    edits.append((ssl_entry.start, end, None))
                     appended.extend(new)
                 else:
-                    edits.append((ssl_entry.start, ssl_entry.end, new))
+                    edits.append((ssl_entry.start, end, new))
 
     if not edits and not appended:
         return before
     operations = [(start, 1, end, new) for start, end, new in edits]
     if appended:
-        operations.append((doc.append_point({start for start, _, _ in edits}), 0, None, appended))
+        operations.append((doc.append_point({edit[0] for edit in edits}), 0, None, appended))
     # bottom-up, so that earlier line numbers stay valid; at one line, replace before inserting above it
     for start, kind, end, new in sorted(operations, key=lambda op: (op[0], op[1]), reverse=True):
         if kind == 0:
             _insert(lines, start, new, eol)
         elif new is None:
-            _remove(lines, start, end)
+            _remove(doc, lines, start, end)
         else:
             _replace(lines, start, end, new, eol)
     out_text = "".join(text_ + eol_ for text_, eol_ in lines)

@@ -16,15 +16,15 @@ description:
     Every other key, comment, blank line, key order, quoting, C(#!) marker, line ending (CRLF) and a UTF-8 byte
     order mark stay byte-for-byte. An existing owned key is replaced where it is; a new one is appended at the
     end, so O(state=absent) afterwards returns the file to its original bytes.
-  - A value that already says the same thing (in any YAML style, for example C(proxy_servers: {http: ...})) is
-    left alone.
+  - "A value that already says the same thing (in any YAML style, for example the flow style
+    C(proxy_servers: {http: ...})) is left alone."
   - Works with the Python standard library alone. When PyYAML is installed the whole file is also validated
     with it (duplicate keys rejected) and the edit is checked to change nothing but the owned keys.
   - An existing file that cannot be parsed (invalid YAML, tabs in indentation, duplicate top-level keys, a top
     level that is not a mapping) fails the task with the file and line, and the file is not touched.
   - Windows targets are served by an action plugin of the same name that edits the file from the controller.
 author:
-  - condafleet maintainers
+  - condafleet maintainers (@condafleet)
 extends_documentation_fragment:
   - ansible.builtin.files
   - condafleet.proxy._attributes
@@ -72,15 +72,15 @@ options:
     type: str
   servers:
     description:
-      - Extra per-host proxies, C(scheme://host) to proxy URL, for example
-        C({'https://repo.example.com': 'http://other-proxy:8080'}).
+      - Extra per-host proxies, a dictionary from C(scheme://host) to a proxy URL, for example the key
+        V(https://repo.example.com) with the value V(http://other-proxy:8080).
       - The scheme is C(http) or C(https) and the host is matched exactly by conda (no port, no wildcard).
     type: dict
     default: {}
   bypass:
     description:
-      - Hosts conda reaches directly, without a proxy. Each host is written as C('http://host': '') and
-        C('https://host': ''), which conda (through requests) treats as "no proxy".
+      - Hosts conda reaches directly, without a proxy. Each host is written as the two keys C(http://host) and
+        C(https://host) with an empty string as the value, which conda (through requests) treats as "no proxy".
       - Only exact host names or IPv4 addresses. conda cannot express domain suffixes or wildcards such as
         C(.corp.example); use M(condafleet.proxy.env_proxy)'s C(no_proxy) for those.
     type: list
@@ -112,6 +112,7 @@ options:
       - Never shown in results, diffs or logs. A new file holding a literal password gets mode C(0600).
     type: str
   mode:
+    type: raw
     description:
       - Permissions of the file. A new file gets C(0644), or C(0600) when it holds a literal password. An existing
         file keeps its mode unless this is set.

@@ -393,6 +393,31 @@ def test_block_scalar_ending_the_file_without_newline_keeps_its_value(pyyaml, he
     assert render_condarc(after, ABSENT) == before
 
 
+def test_removing_a_key_after_a_block_scalar_keeps_the_scalar(pyyaml):
+    # found by hypothesis: the owned key is last, without a final newline, after a block scalar
+    before = b"e: |\n  text\nproxy_servers:\n  http: http://old:1"
+    after = render_condarc(before, ABSENT)
+    assert after == b"e: |\n  text\n"
+    assert yaml.safe_load(after) == {"e": "text\n"} == {"e": yaml.safe_load(before)["e"]}
+
+
+def test_comments_indented_under_an_owned_key_go_with_it(pyyaml):
+    # found by hypothesis: left behind after a block scalar, they would become its text
+    before = b"e: |\n  text\nssl_verify: false  #!final\n  # about ssl_verify\n# top-level comment\nb: 1\n"
+    after = render_condarc(before, spec(ssl_verify="truststore", final=True))
+    assert after == b"e: |\n  text\n# top-level comment\nb: 1\nssl_verify: truststore  #!final\n"
+    assert yaml.safe_load(after)["e"] == "text\n"
+    assert conda_key_flag(after, "ssl_verify") == "final"
+    assert render_condarc(before, ABSENT_ALL) == b"e: |\n  text\n# top-level comment\nb: 1\n"
+
+
+def test_keep_chomped_block_scalar_above_a_removed_key_is_refused(pyyaml):
+    before = b"e: |+\n  text\nproxy_servers:\n  http: x\n\nb: 1\n"
+    with pytest.raises(ParseError) as info:
+        render_condarc(before, ABSENT)
+    assert info.value.line == 3 and "block scalar" in str(info.value)
+
+
 def test_document_end_marker_new_keys_go_before_it(pyyaml):
     after = render_condarc(b"a: 1\n...\n", spec(http="http://p:1"))
     assert after == b"a: 1\nproxy_servers:\n  http: http://p:1\n...\n"
@@ -460,7 +485,7 @@ def test_module_util_works_with_pyyaml_really_missing(tmp_path):
         "assert out == b'a: 1\\nproxy_servers:\\n  http: http://p:1\\n', out\n"
         "try:\n    c.render_condarc(b'a: 1\\na: 2\\n', s)\nexcept c.ParseError as e:\n    print('refused', e.line)\n" % root
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "refused 2"
 

@@ -77,8 +77,8 @@ def account(shared_dir):
         pytest.skip("needs root and useradd to create a test account")
     name = "cfc%s" % uuid.uuid4().hex[:8]
     home = os.path.join(shared_dir, name)
-    for _ in range(20):  # useradd takes a lock on /etc/passwd; a parallel worker may hold it
-        proc = subprocess.run(["useradd", "-m", "-d", home, "-s", "/bin/sh", name], capture_output=True, text=True)
+    for _attempt in range(20):  # useradd takes a lock on /etc/passwd; a parallel worker may hold it
+        proc = subprocess.run(["useradd", "-m", "-d", home, "-s", "/bin/sh", name], capture_output=True, text=True, check=False)
         if proc.returncode == 0:
             break
         time.sleep(0.2)
@@ -86,8 +86,8 @@ def account(shared_dir):
         pytest.fail("useradd failed: %s" % proc.stderr)
     os.chmod(home, 0o755)
     yield pwd.getpwnam(name)
-    for _ in range(20):
-        if subprocess.run(["userdel", name], capture_output=True).returncode == 0:
+    for _attempt in range(20):
+        if subprocess.run(["userdel", name], capture_output=True, check=False).returncode == 0:
             break
         time.sleep(0.2)
 
