@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 PYTEST_ARGS    ?=
 JUNIT          := tests/output/junit/pytest.xml
 
-.PHONY: venv lab-deps collections demo test pytest unit sanity lint changelog-lint clean
+.PHONY: venv lab-deps collections demo docs test pytest unit sanity lint changelog-lint clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,10 @@ changelog-lint: venv
 # The main job: no root, no existing proxy; see demo/run_demo.py.
 demo: venv
 	$(BIN)/python demo/run_demo.py
+
+# HTML docs site (antsibull-docs + Sphinx, warnings fatal): docs/build/site/build/html/index.html.
+docs: venv
+	VENV=$(abspath $(VENV)) scripts/build-docs.sh
 
 clean:
 	rm -rf $(VENV) collections tests/output docs/build .ansible
