@@ -66,6 +66,7 @@ def argument_spec() -> dict:
         scope=dict(type="str", choices=["user", "system", "prefix"]),
         prefix=dict(type="path"),
         path=dict(type="str"),
+        root=dict(type="str", default="/"),
         http=dict(type="str"),
         https=dict(type="str"),
         servers=dict(type="dict", default={}),
@@ -893,6 +894,33 @@ def _decode(before: bytes) -> tuple:
     if "\ufeff" in text:
         raise ParseError(text[: text.index("\ufeff")].count("\n") + 1, "a byte order mark inside the file")
     return bom, text
+
+
+def read_proxy_settings(data: bytes) -> dict:
+    """What conda reads from one file: ``proxy_servers`` (``None`` when absent), ``ssl_verify``, and
+    whether each carries an effective ``#!final``. Raises :class:`ParseError` like conda's warning-and-skip."""
+    doc = parse_condarc(data)
+    settings = {"proxy_servers": None, "ssl_verify": None, "proxy_servers_final": False, "ssl_verify_final": False}
+    for key in ("proxy_servers", "ssl_verify"):
+        entry = doc.entry(key)
+        if entry is None:
+            continue
+        value = _owned_value(doc, entry)
+        if value is _UNKNOWN:
+            value = _pyyaml_value(doc, key)
+        if key == "ssl_verify" and isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        settings[key] = value
+        settings[key + "_final"] = _final_effective(doc, entry)
+    return settings
+
+
+def _pyyaml_value(doc: _Document, key: str) -> t.Any:
+    """An owned value too complex for the scanner (anchors, multi-line flow): PyYAML's reading, else None."""
+    if not HAS_PYYAML:
+        return None
+    loaded = _yaml.safe_load("".join(text + eol for text, eol in doc.lines)) or {}
+    return loaded.get(key) if isinstance(loaded, dict) else None
 
 
 def parse_condarc(before: bytes | None) -> _Document:

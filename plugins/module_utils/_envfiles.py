@@ -29,6 +29,7 @@ try:  # Python 3
 except ImportError:  # pragma: no cover
     from urllib import quote  # type: ignore
 
+from ._paths import under_root  # noqa: F401 -- part of this module's API for the module
 from ._proxyurl import (
     MASK,
     ProxyValueError,
@@ -399,14 +400,6 @@ def render(before: bytes | None, spec: EnvSpec, fmt: str) -> bytes | None:
 
 # ---------------------------------------------------------------------------------------------
 # Which files.
-
-
-def under_root(root: str, path: str) -> str:
-    """``path`` inside ``root`` (``/`` leaves it unchanged)."""
-    root = root or "/"
-    if root == "/":
-        return path
-    return posixpath.join(root.rstrip("/") or "/", path.lstrip("/"))
 
 
 def _bash_login_file(home: str, existing: t.Collection[str], default: str) -> str:

@@ -321,6 +321,7 @@ def argument_spec() -> dict:
         password=dict(type="str", no_log=True),
         account=dict(type="str"),
         path=dict(type="str", default="~/.netrc"),  # not "path": ~ is the home of `user`, expanded here
+        root=dict(type="str", default="/"),
         update_password=dict(type="str", default="always", choices=["always", "on_create"]),
         user=dict(type="str"),
         follow=dict(type="bool", default=False),

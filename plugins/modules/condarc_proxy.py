@@ -60,6 +60,12 @@ options:
         the connection.
       - Its parent directory must exist.
     type: str
+  root:
+    description:
+      - A directory prepended to the file's path (and to the O(ssl_verify) path when checking that it exists), to
+        configure an image or a sandbox. Values written into the file are the paths as seen from inside it.
+    type: str
+    default: /
   http:
     description:
       - Proxy URL for C(http://) requests, for example V(http://proxy.example.com:3128).
@@ -220,18 +226,18 @@ diff:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.condafleet.proxy.plugins.module_utils import _condarc, _fileio
+from ansible_collections.condafleet.proxy.plugins.module_utils import _condarc, _fileio, _paths
 
 
-def _check_target(module: AnsibleModule, spec: _condarc.CondarcSpec, path: str) -> None:
+def _check_target(module: AnsibleModule, spec: _condarc.CondarcSpec, path: str, root: str) -> None:
     """Refuse, before anything is read or written, targets that cannot be right."""
     if spec.scope == "prefix" and not os.path.isdir(spec.prefix):
         raise _fileio.FileRefused("prefix %s does not exist (scope=prefix edits an existing conda environment)" % spec.prefix)
     parent = os.path.dirname(path)
-    if spec.scope != "system" and not os.path.isdir(parent):
+    if spec.scope != "system" and root == "/" and not os.path.isdir(parent):
         raise _fileio.FileRefused("cannot write %s: directory %s does not exist" % (path, parent))
     if spec.state == "present" and isinstance(spec.ssl_verify, str) and spec.ssl_verify != "truststore":
-        if not os.path.exists(spec.ssl_verify):
+        if not os.path.exists(_paths.under_root(root, spec.ssl_verify)):
             raise _condarc.CondarcSpecError(
                 "ssl_verify: the CA bundle %s does not exist on this host (conda would fail every request)" % spec.ssl_verify
             )
@@ -268,10 +274,14 @@ def main() -> None:
     path = None
     try:
         account = _fileio.resolve_account(module.params["user"])
-        path = _condarc.condarc_path(spec, account.home)
-        _check_target(module, spec, path)
+        root = module.params["root"]
+        if isinstance(spec.ssl_verify, str) and spec.ssl_verify.startswith("~"):
+            # conda does not expand ~ in ssl_verify: write the account's absolute path
+            spec.ssl_verify = _paths.expand_home(spec.ssl_verify, account.home, "ssl_verify")
+        path = _paths.under_root(root, _condarc.condarc_path(spec, account.home))
+        _check_target(module, spec, path, root)
         dir_changed = False
-        if spec.scope == "system" and spec.state == "present":
+        if (spec.scope == "system" or root != "/") and spec.state == "present" and not spec.path:
             dir_changed = _fileio.ensure_directory(module, os.path.dirname(path), account, 0o755, module.check_mode)
         result, diff = _fileio.edit_file(
             module,

@@ -229,6 +229,7 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.condafleet.proxy.plugins.module_utils import _paths
 from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import (
     ParseError,
     all_candidates,
@@ -276,14 +277,6 @@ def detect_installed(target_os: str, scope: str, home: str, root: str) -> set:
     return found
 
 
-def _expand_path(path: str, home: str) -> str:
-    if path == "~" or path.startswith("~/"):
-        return home + path[1:]
-    if path.startswith("~"):
-        raise FileRefused("path: only ~/ (the home of user) is expanded, got %s" % path)
-    return path
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(),
@@ -321,7 +314,7 @@ def main() -> None:
         runner = resolve_account(None)
 
         if params["path"]:
-            path = under_root(root, _expand_path(params["path"], account.home))
+            path = under_root(root, _paths.expand_home(params["path"], account.home))
             owner = home_account if params["path"].startswith("~") or params["scope"] == "user" else runner
             targets = [(path, params["format"], None, owner)]
         else:
@@ -370,7 +363,7 @@ def main() -> None:
             result["changed"] = result["changed"] or entry["changed"]
             if before != after:
                 diffs.append(text_diff(path, before, after, mask))
-    except FileRefused as exc:
+    except (FileRefused, _paths.PathError) as exc:
         module.fail_json(msg=mask(str(exc)), **result)
 
     if module._diff:

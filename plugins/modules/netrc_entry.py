@@ -65,6 +65,12 @@ options:
       - Windows clients read C(%USERPROFILE%/_netrc); conda and requests also honour C($NETRC).
     type: str
     default: ~/.netrc
+  root:
+    description:
+      - A directory prepended to the file's path to
+        configure an image or a sandbox. Values written into the file are the paths as seen from inside it.
+    type: str
+    default: /
   update_password:
     description:
       - V(always) sets the password of an existing entry; V(on_create) only writes it when the entry is created,
@@ -165,17 +171,7 @@ from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.condafleet.proxy.plugins.module_utils import _fileio
 from ansible_collections.condafleet.proxy.plugins.module_utils import _netrc
-
-
-def expand_path(path: str, account: _fileio.Account) -> str:
-    """``~`` is the home of the configured account, whoever runs the module."""
-    if path == "~" or path.startswith("~/"):
-        path = account.home + path[1:]
-    elif path.startswith("~"):
-        path = os.path.expanduser(path)
-    if not os.path.isabs(path):
-        raise _fileio.FileRefused("path must be absolute (or start with ~/), got %s" % path)
-    return os.path.normpath(path)
+from ansible_collections.condafleet.proxy.plugins.module_utils import _paths
 
 
 def main() -> None:
@@ -208,7 +204,7 @@ def main() -> None:
     path = params["path"]
     try:
         account = _fileio.resolve_account(params["user"])
-        path = expand_path(path, account)
+        path = _paths.under_root(params["root"], _paths.expand_home(path, account.home))
         result["path"] = path
         parent = os.path.dirname(path)
         if not os.path.isdir(parent):

@@ -71,12 +71,13 @@ def on_controller(connection, task_vars: dict) -> HostKind | None:
     return None
 
 
-def validate_args(argument_spec: dict, args: dict, file_args: bool = False) -> dict:
-    """Validate task args with the module's own argument spec (plus mode/owner/group when the module
-    takes them); raise ValueError with the validator's messages."""
+def validate_args(argument_spec: dict, args: dict, file_args: bool = False, **constraints) -> dict:
+    """Validate task args with the module's own argument spec and constraints (``mutually_exclusive``,
+    ``required_if``...), plus mode/owner/group when the module takes them; raise ValueError with the
+    validator's messages."""
     if file_args:
         argument_spec = dict(FILE_COMMON_ARGUMENTS, **argument_spec)
-    result = ArgumentSpecValidator(argument_spec).validate(args)
+    result = ArgumentSpecValidator(argument_spec, **constraints).validate(args)
     if result.error_messages:
         raise ValueError("; ".join(result.error_messages))
     return result.validated_parameters
@@ -95,6 +96,10 @@ class ControllerFileEdit(NormalAction):
     # --- subclass hooks -------------------------------------------------------------------------------
     def argument_spec(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def constraints(self) -> dict:
+        """The module's mutually_exclusive/required_if/... rules, as ArgumentSpecValidator keywords."""
+        return {}
 
     def default_path(self, params: dict, host: HostKind) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -120,7 +125,7 @@ class ControllerFileEdit(NormalAction):
         result = {"changed": False}
         params: dict | None = None
         try:
-            params = validate_args(self.argument_spec(), dict(self._task.args), file_args=True)
+            params = validate_args(self.argument_spec(), dict(self._task.args), file_args=True, **self.constraints())
             unsupported = [name for name in _POSIX_ONLY if params.get(name) not in (None, False)]
             if host.windows and unsupported:
                 raise ValueError("%s cannot be used on Windows hosts" % ", ".join(unsupported))

@@ -208,3 +208,50 @@ def test_env_refused_arguments(args, message):
     result = run_action("env_proxy", args, host)
     assert result["failed"] and message in result["msg"], result
     assert host.calls == []
+
+
+CONDARC_ARGS = {"http": "http://proxy.corp.example:3128", "https": "http://proxy.corp.example:3128",
+                "bypass": ["mirror.corp.example"], "proxy_username": "fleet", "proxy_password": SECRET}
+
+
+@pytest.mark.parametrize("extra,path", [
+    ({}, "%USERPROFILE%\\.condarc"),
+    ({"scope": "system", "final": True}, "C:\\ProgramData\\conda\\.condarc"),
+    ({"user": "bob"}, "C:\\Users\\bob\\.condarc"),
+    ({"scope": "prefix", "prefix": "C:\\envs\\py311"}, "C:\\envs\\py311\\.condarc"),
+])
+def test_condarc_paths_and_bytes_match_the_posix_module(extra, path, tmp_path):
+    host = WindowsHost()
+    args = dict(CONDARC_ARGS, **extra)
+    result = run_action("condarc_proxy", args, host, diff=True)
+    assert result["changed"] and not result.get("failed"), result
+    assert result["path"] == path
+    posix_args = {k: v for k, v in args.items() if k not in ("scope", "prefix", "user")}
+    assert host.files[path] == written_by_posix_module("condarc_proxy", dict(posix_args, mode="0644"), tmp_path)
+    assert SECRET not in repr(result) and "p%40ss" not in repr(result)
+    assert result["proxy_servers"]["https"] == "http://fleet:********@proxy.corp.example:3128"
+    assert run_action("condarc_proxy", args, host)["changed"] is False
+
+
+def test_condarc_keeps_the_rest_of_an_existing_file_and_absent_restores_it():
+    host = WindowsHost()
+    original = b"\xef\xbb\xbfchannels:\r\n  - conda-forge  # main\r\nssl_verify: true\r\n"
+    host.files["%USERPROFILE%\\.condarc"] = original
+    run_action("condarc_proxy", CONDARC_ARGS, host)
+    assert host.files["%USERPROFILE%\\.condarc"].startswith(original)
+    run_action("condarc_proxy", dict(CONDARC_ARGS, state="absent"), host)
+    assert host.files["%USERPROFILE%\\.condarc"] == original
+
+
+def test_condarc_unparsable_file_fails_and_stays_untouched():
+    host = WindowsHost()
+    broken = b"channels:\n\t- defaults\n"
+    host.files["%USERPROFILE%\\.condarc"] = broken
+    result = run_action("condarc_proxy", CONDARC_ARGS, host)
+    assert result["failed"] and "line 2" in result["msg"], result
+    assert host.files["%USERPROFILE%\\.condarc"] == broken
+
+
+def test_condarc_scope_and_path_are_mutually_exclusive_on_windows_too():
+    result = run_action("condarc_proxy", dict(CONDARC_ARGS, scope="user", path="C:\\x\\.condarc"), WindowsHost())
+    assert result["failed"] and "mutually exclusive" in result["msg"]

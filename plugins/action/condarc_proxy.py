@@ -1,0 +1,48 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""condarc_proxy on hosts that cannot run Python modules (Windows): edit .condarc from the controller.
+
+POSIX hosts run the module. On Windows, conda reads ``%USERPROFILE%\\.condarc`` (user scope) and
+``C:\\ProgramData\\conda\\.condarc`` (system scope). See plugin_utils/_controller_edit.py for the flow.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.condafleet.proxy.plugins.module_utils import _condarc
+from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
+from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import ControllerFileEdit, HostKind
+
+WINDOWS_SYSTEM_DIR = "C:\\ProgramData\\conda"
+
+
+class ActionModule(ControllerFileEdit):
+    def argument_spec(self) -> dict:
+        return _condarc.argument_spec()
+
+    def constraints(self) -> dict:
+        return {"mutually_exclusive": _condarc.MUTUALLY_EXCLUSIVE, "required_if": _condarc.REQUIRED_IF}
+
+    def default_path(self, params: dict, host: HostKind) -> str:
+        scope = params.get("scope") or "user"
+        if scope == "system":
+            return host.join(WINDOWS_SYSTEM_DIR if host.windows else _condarc.SYSTEM_DIR, _condarc.CONDARC_NAME)
+        if scope == "prefix":
+            return host.join(params["prefix"], _condarc.CONDARC_NAME)
+        return "~/" + _condarc.CONDARC_NAME
+
+    def render(self, before, params):
+        return _condarc.render_condarc(before, _condarc.spec_from_params(params))
+
+    def secrets(self, params: dict) -> list:
+        return sorted(_condarc.spec_from_params(params).secrets, key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        return mask_secrets(text)
+
+    def result_extras(self, params: dict, after) -> dict:
+        spec = _condarc.spec_from_params(params)
+        present = spec.state == "present"
+        return {"proxy_servers": spec.masked_proxy_servers() if present else {},
+                "ssl_verify": spec.ssl_verify if present else None}
