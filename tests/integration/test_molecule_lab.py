@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -20,19 +21,37 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.dirname(sys.executable)
 
 
+# The sequence of molecule.yml, one command a step, so that the check step can be held to zero changes
+# (molecule itself only reports them).
+STEPS = ("destroy", "create", "prepare", "converge", "idempotence", "check", "verify", "side_effect", "destroy")
+RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.M)
+
+
+def _molecule(step: str, scenario: str, env: dict) -> str:
+    proc = subprocess.run([os.path.join(BIN, "molecule"), step, "-s", scenario], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, "molecule %s -s %s failed:\n%s" % (step, scenario, output[-8000:])
+    return output
+
+
 @pytest.mark.parametrize("scenario", ["default", "user_scope"])
 def test_molecule_scenario(scenario, tmp_path, lab_available):
     # A prefix of this run's own, so a parallel run or a leftover lab cannot interfere.
     prefix = "cflm" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:6]
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), CONDAFLEET_LAB_PREFIX=prefix,
-               ANSIBLE_NOCOLOR="1", NO_COLOR="1", ANSIBLE_FORCE_COLOR="0")
+               ANSIBLE_NOCOLOR="1", NO_COLOR="1", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, "collections"))
     try:
-        proc = subprocess.run([os.path.join(BIN, "molecule"), "test", "-s", scenario], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=900)
+        for step in STEPS:
+            output = _molecule(step, scenario, env)
+            if step == "check":
+                recaps = RECAP.findall(output)
+                assert recaps, output[-4000:]
+                assert [r for r in recaps if r[1] != "0" or r[3] != "0"] == [], \
+                    "check mode on the converged fleet must change nothing:\n" + output[-8000:]
     finally:
         # destroy runs even when a step fails; this also covers molecule itself dying mid-way.
         report = labmod.down(None, prefix=prefix)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-6000:]
     assert report["leftovers"] == [], report
     assert not [n for n in labmod.netns_list() if n.startswith(prefix + "-")]
