@@ -69,3 +69,35 @@ def basic_auth_site():
     yield start
     for server in started:
         server.__exit__(None, None, None)
+
+
+# The machine's own files that a leaking test would hit: every test must use sandboxes instead.
+GUARDED_FILES = (
+    "/etc/conda/.condarc", "/etc/environment", "/etc/profile.d/condafleet-proxy.sh", "/etc/zsh/zshenv", "/etc/zshenv",
+    "/etc/fish/conf.d/condafleet-proxy.fish", "/etc/environment.d/90-condafleet-proxy.conf",
+    os.path.expanduser("~/.condarc"), os.path.expanduser("~/.netrc"), os.path.expanduser("~/.profile"),
+    os.path.expanduser("~/.zshenv"), os.path.expanduser("~/.ansible/collections/ansible_collections/condafleet"),
+)
+
+
+def _fingerprint() -> dict:
+    import hashlib
+
+    prints = {}
+    for path in GUARDED_FILES:
+        if os.path.isdir(path):
+            prints[path] = "directory"
+        elif os.path.exists(path):
+            with open(path, "rb") as handle:
+                prints[path] = hashlib.sha256(handle.read()).hexdigest()
+    return prints
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_files_untouched():
+    """Fail the run if any test changed the machine's real proxy files or installed the collection globally."""
+    before = _fingerprint()
+    yield
+    after = _fingerprint()
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, "tests changed the machine's own files (use a sandbox): %s" % changed
