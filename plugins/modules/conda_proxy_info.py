@@ -18,7 +18,8 @@ description:
   - Where conda is installed, runs C(conda config --show proxy_servers) as the account and fails when conda
     reports something else than the files say.
   - Reads only; never changes the host.
-author: condafleet maintainers
+author:
+  - condafleet maintainers (@condafleet)
 extends_documentation_fragment:
   - condafleet.proxy._attributes
 attributes:

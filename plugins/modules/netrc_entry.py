@@ -20,7 +20,7 @@ description:
     C(netrc) refuses a C(~/.netrc) with a password that group or others can read.
   - An existing file that does not parse fails the task with the file and line, and is left untouched.
 author:
-  - condafleet.proxy contributors
+  - condafleet maintainers (@condafleet)
 extends_documentation_fragment:
   - ansible.builtin.files
   - condafleet.proxy._attributes
