@@ -32,6 +32,22 @@ class ActionModule(ControllerFileEdit):
             return host.join(params["prefix"], _condarc.CONDARC_NAME)
         return "~/" + _condarc.CONDARC_NAME
 
+    def resolve(self, params: dict, host: HostKind) -> dict:
+        """conda does not expand ``~`` in ``ssl_verify``: write the account's home, as the module does."""
+        ssl_verify = params.get("ssl_verify")
+        if isinstance(ssl_verify, str) and ssl_verify.startswith("~"):
+            if host.windows:
+                ssl_verify = host.expand_home(ssl_verify, params.get("user"))
+            else:
+                if params.get("user") and (ssl_verify == "~" or ssl_verify.startswith("~/")):
+                    ssl_verify = "~%s%s" % (params["user"], ssl_verify[1:])
+                # One remote `echo ~name`, only when the value starts with ~ (as the copy action does for dest).
+                ssl_verify = self._remote_expand_user(ssl_verify)
+                if ssl_verify.startswith("~"):
+                    raise ValueError("ssl_verify: %s names no account on this host" % params["ssl_verify"])
+            params = dict(params, ssl_verify=ssl_verify)
+        return params
+
     def render(self, before, params):
         return _condarc.render_condarc(before, _condarc.spec_from_params(params))
 

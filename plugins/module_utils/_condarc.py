@@ -127,6 +127,8 @@ class CondarcSpec:
 _TRUE_WORDS = ("true", "yes", "on")
 _FALSE_WORDS = ("false", "no", "off")
 _WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+# %USERPROFILE%\... : conda expands variables in .condarc values (os.path.expandvars; %VAR% on Windows).
+_WINDOWS_PROFILE = re.compile(r"^%USERPROFILE%[\\/]", re.IGNORECASE)
 
 
 def _normalize_ssl_verify(value: t.Any) -> bool | str | None:
@@ -144,10 +146,10 @@ def _normalize_ssl_verify(value: t.Any) -> bool | str | None:
     if text == "truststore":
         return text
     _proxyurl.reject_control_characters("ssl_verify", text)
-    if not (text.startswith("/") or _WINDOWS_ABSOLUTE.match(text)):
+    if not (text.startswith(("/", "~")) or _WINDOWS_ABSOLUTE.match(text) or _WINDOWS_PROFILE.match(text)):
         raise CondarcSpecError(
             "ssl_verify must be true, false, truststore or the absolute path of a CA bundle file or "
-            "directory, got %r" % text
+            "directory (~/ or ~user/ for the home of the account being configured), got %r" % text
         )
     return text
 

@@ -322,7 +322,8 @@ def argument_spec() -> dict:
         account=dict(type="str"),
         path=dict(type="str", default="~/.netrc"),  # not "path": ~ is the home of `user`, expanded here
         root=dict(type="str", default="/"),
-        update_password=dict(type="str", default="always", choices=["always", "on_create"]),
+        # not a secret (its name only contains "password"): no_log=False keeps Ansible from warning about it
+        update_password=dict(type="str", default="always", choices=["always", "on_create"], no_log=False),
         user=dict(type="str"),
         follow=dict(type="bool", default=False),
         backup=dict(type="bool", default=False),

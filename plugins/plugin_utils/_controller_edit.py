@@ -54,10 +54,14 @@ class HostKind:
         return self.sep.join(p.rstrip("\\/") for p in parts[:-1]) + self.sep + parts[-1]
 
     def expand_home(self, path: str, user: str | None) -> str:
-        """``~/x`` -> the account's home on that OS (``%USERPROFILE%`` is expanded by the Windows modules)."""
+        """``~/x`` -> the account's home on that OS (``%USERPROFILE%`` is expanded by the Windows modules);
+        on Windows also ``~name/x`` -> ``C:\\Users\\name\\x`` (POSIX hosts expand ``~name`` themselves)."""
         if path == "~" or path.startswith("~/") or path.startswith("~\\"):
             rest = path[2:]
             return self.join(self.home(user), rest.replace("/", self.sep)) if rest else self.home(user)
+        if self.windows and path.startswith("~"):
+            name, _sep, rest = path[1:].replace("/", "\\").partition("\\")
+            return self.join(self.home(name), rest) if rest else self.home(name)
         return path
 
 
@@ -116,6 +120,10 @@ class ControllerFileEdit(NormalAction):
     def result_extras(self, params: dict, after: bytes | None) -> dict:
         return {}
 
+    def resolve(self, params: dict, host: HostKind) -> dict:
+        """Validated parameters, with what the host must resolve (``~`` in a value written to the file)."""
+        return params
+
     # --- the flow ---------------------------------------------------------------------------------------
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -126,6 +134,7 @@ class ControllerFileEdit(NormalAction):
         params: dict | None = None
         try:
             params = validate_args(self.argument_spec(), dict(self._task.args), file_args=True, **self.constraints())
+            params = self.resolve(params, host)
             unsupported = [name for name in _POSIX_ONLY if params.get(name) not in (None, False)]
             if host.windows and unsupported:
                 raise ValueError("%s cannot be used on Windows hosts" % ", ".join(unsupported))

@@ -19,6 +19,7 @@ import importlib
 from unittest import mock
 
 import pytest
+import yaml
 from ansible.playbook.play_context import PlayContext
 from ansible.playbook.task import Task
 
@@ -117,7 +118,7 @@ def test_netrc_second_run_changes_nothing_and_writes_nothing():
     host.calls.clear()
     result = run_action("netrc_entry", NETRC_ARGS, host)
     assert result["changed"] is False
-    assert [name for name, _ in host.calls] == ["ansible.windows.slurp"]
+    assert [name for name, _args in host.calls] == ["ansible.windows.slurp"]
 
 
 def test_netrc_check_mode_predicts_and_writes_nothing():
@@ -169,7 +170,7 @@ def test_netrc_refused_arguments_fail_before_touching_the_host(args, message):
     host = WindowsHost()
     result = run_action("netrc_entry", args, host)
     assert result["failed"] and message in result["msg"], result
-    assert [name for name, _ in host.calls if name != "ansible.windows.slurp"] == []
+    assert [name for name, _args in host.calls if name != "ansible.windows.slurp"] == []
     assert "a\nb" not in repr(result)
 
 
@@ -255,3 +256,17 @@ def test_condarc_unparsable_file_fails_and_stays_untouched():
 def test_condarc_scope_and_path_are_mutually_exclusive_on_windows_too():
     result = run_action("condarc_proxy", dict(CONDARC_ARGS, scope="user", path="C:\\x\\.condarc"), WindowsHost())
     assert result["failed"] and "mutually exclusive" in result["msg"]
+
+
+@pytest.mark.parametrize("extra,ca", [
+    ({"ssl_verify": "~/.conda/ca.pem"}, "%USERPROFILE%\\.conda\\ca.pem"),
+    ({"ssl_verify": "~/.conda/ca.pem", "user": "bob"}, "C:\\Users\\bob\\.conda\\ca.pem"),
+    ({"ssl_verify": "~alice/.conda/ca.pem"}, "C:\\Users\\alice\\.conda\\ca.pem"),
+    ({"ssl_verify": "%USERPROFILE%\\.conda\\ca.pem"}, "%USERPROFILE%\\.conda\\ca.pem"),
+])
+def test_condarc_ssl_verify_in_a_home_is_written_as_the_windows_path(extra, ca):
+    host = WindowsHost()
+    result = run_action("condarc_proxy", dict(CONDARC_ARGS, **extra), host)
+    assert result["changed"] and result["ssl_verify"] == ca, result
+    written = yaml.safe_load(host.files[result["path"]].decode())
+    assert written["ssl_verify"] == ca

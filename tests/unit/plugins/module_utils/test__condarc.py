@@ -150,6 +150,7 @@ class TestSpec:
             (dict(http="http://p:1", prefix="/opt/conda"), "only used with scope=prefix"),
             (dict(), "needs at least one of"),
             (dict(ssl_verify="relative/ca.pem"), "absolute path"),
+            (dict(ssl_verify="%APPDATA%\\ca.pem"), "absolute path"),
             (dict(ssl_verify="/etc/ca\n.pem"), "control character"),
             (dict(ssl_verify=["x"]), "ssl_verify must be"),
         ],
@@ -163,7 +164,10 @@ class TestSpec:
     @pytest.mark.parametrize(
         "given, normal",
         [(True, True), (False, False), ("yes", True), ("false", False), ("truststore", "truststore"),
-         ("/etc/ssl/ca.pem", "/etc/ssl/ca.pem"), ("C:/ProgramData/ca.pem", "C:/ProgramData/ca.pem"), ("", None), (None, None)],
+         ("/etc/ssl/ca.pem", "/etc/ssl/ca.pem"), ("C:/ProgramData/ca.pem", "C:/ProgramData/ca.pem"), ("", None), (None, None),
+         # ~ is expanded to the configured account's home by the module / action plugin before writing
+         ("~/.conda/ca.pem", "~/.conda/ca.pem"), ("~alice/.conda/ca.pem", "~alice/.conda/ca.pem"),
+         ("%USERPROFILE%\\.conda\\ca.pem", "%USERPROFILE%\\.conda\\ca.pem")],
     )
     def test_ssl_verify_values(self, given, normal):
         assert spec(http="http://p:1", ssl_verify=given).ssl_verify == normal
