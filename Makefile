@@ -6,8 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.txt requirements/constraints.txt | cksum | cut -d' ' -f1)
 
-# Debian packages the tests use as real servers and consumers (shellcheck: ansible-test's shellcheck test).
-LAB_DEBS := tinyproxy squid zsh fish curl netcat-openbsd openssh-server debootstrap iproute2 openssl shellcheck
+# Debian packages the tests use as real servers and consumers (shellcheck: ansible-test's shellcheck test;
+# python3-requests: the lab host h1 shares this machine's filesystem and its verify runs requests there).
+LAB_DEBS := tinyproxy squid zsh fish curl netcat-openbsd openssh-server debootstrap iproute2 openssl shellcheck python3-requests
 # pytest workers (pytest-xdist); PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS    ?=

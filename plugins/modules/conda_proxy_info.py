@@ -234,7 +234,7 @@ def login_environment(entry, timeout: int) -> dict:
             "PATH": "/usr/local/bin:/usr/bin:/bin", "TERM": "dumb"}
     proc = subprocess.run([shell, "-l", "-c", "env -0"], env=base, cwd=entry.pw_dir if os.path.isdir(entry.pw_dir) else "/",
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          preexec_fn=_demote(entry), timeout=timeout)
+                          preexec_fn=_demote(entry), timeout=timeout, check=False)
     env = {}
     for item in proc.stdout.decode("utf-8", "replace").split("\0"):
         if "=" in item:
@@ -359,7 +359,7 @@ def main() -> None:
         try:
             proc = subprocess.run([conda, "config", "--show", "proxy_servers", "--json"], env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  preexec_fn=_demote(entry), timeout=timeout)
+                                  preexec_fn=_demote(entry), timeout=timeout, check=False)
             reported = json.loads(proc.stdout.decode("utf-8", "replace") or "{}").get("proxy_servers") or {}
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             module.fail_json(msg="%s config --show proxy_servers failed: %s" % (conda, exc), **result)

@@ -36,7 +36,7 @@ def account():
     try:
         yield pwd.getpwnam(name)
     finally:
-        subprocess.run(["userdel", "-f", name], capture_output=True)
+        subprocess.run(["userdel", "-f", name], capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -32,7 +32,7 @@ def ansible(state: dict, pattern: str, module: str, args: str = "") -> dict:
     cmd = [ANSIBLE, pattern, "-i", state["inventory"], "-m", module]
     if args:
         cmd += ["-a", args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, check=False)
     assert "{" in proc.stdout, proc.stdout + proc.stderr
     data = json.loads(proc.stdout[proc.stdout.index("{"):])
     return data["plays"][0]["tasks"][0]["hosts"]
@@ -46,7 +46,7 @@ def ssh(state: dict, host: str, command: str, user: str = "root") -> subprocess.
            "-o", "ControlPath=%s/t-%%C" % control_dir, "-o", "ProxyCommand=ip netns exec %s nc %%h %%p" % ctl,
            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "%s@%s" % (user, state["hosts"][host]["address"]), command]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
 
 
 def curl(state: dict, host: str, url: str, *options: str) -> tuple[int, str]:

@@ -45,7 +45,7 @@ def python_default_netrc(home) -> list:
     """``netrc.netrc()`` with no argument in a process whose HOME is ``home`` (owner and 0600 checks apply)."""
     code = "import json, netrc; print(json.dumps(netrc.netrc().authenticators('127.0.0.1')))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env=clean_env(HOME=str(home)))
+                          env=clean_env(HOME=str(home)), check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -53,14 +53,14 @@ def python_default_netrc(home) -> list:
 def curl_status(netrc_file, url) -> str:
     proc = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
                            "--netrc-file", str(netrc_file), url], capture_output=True, text=True, timeout=30,
-                          env=clean_env())
+                          env=clean_env(), check=False)
     return proc.stdout
 
 
 def requests_status(url, **env) -> int:
     code = "import requests, sys; print(requests.get(sys.argv[1], timeout=10).status_code)"
     proc = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60,
-                          env=clean_env(**env))
+                          env=clean_env(**env), check=False)
     assert proc.returncode == 0, proc.stderr
     return int(proc.stdout)
 

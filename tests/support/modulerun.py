@@ -54,7 +54,7 @@ def run_adhoc(module: str, args: dict, check: bool = False, diff: bool = False, 
     full_env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                     ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
     full_env.update(env or {})
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120, check=False)
     raw = proc.stdout + proc.stderr
     data = json.loads(proc.stdout[proc.stdout.index("{"):])
     result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]

@@ -41,7 +41,7 @@ def python_reads(tmp_path, data: bytes):
 @pytest.mark.parametrize("password", HOSTILE)
 def test_hostile_password_reads_back_exactly(tmp_path, password):
     after = _netrc.render_netrc(None, spec(login="me", password=password))
-    hosts, _ = python_reads(tmp_path, after)
+    hosts, _macros = python_reads(tmp_path, after)
     assert hosts[TARGET] == ("me", "", password)
     # Idempotent: rendering again changes nothing.
     assert _netrc.render_netrc(after, spec(login="me", password=password)) == after
@@ -85,7 +85,7 @@ def test_update_keeps_layout_and_touches_only_changed_tokens(tmp_path):
     # The empty `#` after a quoted token at the end of a line followed by a comment line keeps
     # Python 3.11's lexer from reading that comment as keywords.
     assert after == b"machine target.example\r\n    login new\r\n    password keep\r\n    account \"acc t\" #\r\n# after\r\n"
-    hosts, _ = python_reads(tmp_path, after)
+    hosts, _macros = python_reads(tmp_path, after)
     assert hosts[TARGET] == ("new", "acc t", "keep")
 
 
@@ -101,7 +101,7 @@ def test_duplicates_are_merged_into_the_first(tmp_path):
     plan = _netrc.plan_netrc(before, spec(login="me", password="pw"))
     assert plan.duplicates_removed == 2
     assert plan.after == b"machine target.example login me password pw\nmachine other login o password o\n"
-    hosts, _ = python_reads(tmp_path, plan.after)
+    hosts, _macros = python_reads(tmp_path, plan.after)
     assert hosts[TARGET] == ("me", "", "pw")
 
 
