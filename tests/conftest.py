@@ -6,21 +6,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))
 
-from servers import BasicAuthServer, ChannelServer, Squid, TinyProxy, write_channel  # noqa: E402
-
-
-def require(*programs: str) -> None:
-    """Skip, naming what is missing, when a real consumer is not installed (``make lab-deps`` installs them)."""
-    missing = [p for p in programs if not shutil.which(p) and not os.path.exists(p)]
-    if missing:
-        pytest.skip("not installed: %s (run `make lab-deps` as root)" % ", ".join(missing))
+from servers import BasicAuthServer, ChannelServer, Squid, TinyProxy, require, write_channel  # noqa: E402
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import uuid
 import pytest
 
 from modulerun import run_adhoc
+from servers import ChannelServer, require, write_channel
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates a throwaway account (needs root)")
 
@@ -134,3 +135,31 @@ def test_merges_system_and_user_files_with_final(account, tmp_path):
     assert merged_settings([str(system), str(user)])[1] == {"http": "http://mine:2", "https": "http://mine:3"}
     user.write_text("proxy_servers: [unparsable\n")
     assert merged_settings([str(system), str(user)])[1] == {"http": "http://sys:1"}
+
+
+def test_tls_failure_is_named_and_ssl_verify_in_the_home_fixes_it(account, tinyproxy, tmp_path):
+    """An HTTPS channel whose certificate no default trust store accepts, reached through the proxy
+    (CONNECT): verify names the TLS failure; with the CA in ``ssl_verify: ~/...`` the request succeeds,
+    and the file holds the account's absolute path (conda does not expand ``~``)."""
+    require("openssl")
+    root = tmp_path / "channel"
+    write_channel(str(root))
+    with ChannelServer(str(root), tls_dir=str(tmp_path)) as channel:
+        url = channel.url + "/fleet-channel/noarch/repodata.json"
+        configure("condarc_proxy", {"user": account.pw_name, "https": tinyproxy.url,
+                                    "proxy_username": tinyproxy.username, "proxy_password": tinyproxy.password})
+        result, _raw = run_adhoc("conda_proxy_info", {"user": account.pw_name, "url": url})
+        assert result["failed"] and result["probe"]["outcome"] == "tls_error", result
+        assert "TLS verification failed" in result["msg"] and "ssl_verify" in result["msg"]
+
+        ca = os.path.join(account.pw_dir, ".conda", "corp-ca.pem")
+        os.makedirs(os.path.dirname(ca))
+        shutil.copy(channel.ca_path, ca)
+        configure("condarc_proxy", {"user": account.pw_name, "https": tinyproxy.url, "ssl_verify": "~/.conda/corp-ca.pem",
+                                    "proxy_username": tinyproxy.username, "proxy_password": tinyproxy.password})
+        with open(os.path.join(account.pw_dir, ".condarc")) as handle:
+            assert "ssl_verify: %s\n" % ca in handle.read()
+        result, raw = run_adhoc("conda_proxy_info", {"user": account.pw_name, "url": url})
+        assert not result.get("failed"), raw
+        assert result["ssl_verify"] == ca and result["probe"]["outcome"] == "ok"
+        assert "CONNECT" in tinyproxy.log() and channel.requests == ["/fleet-channel/noarch/repodata.json"]

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from modulerun import call_module
+from servers import require
 
 from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import (
     EnvSpec,
@@ -33,13 +33,6 @@ GENERATOR = "/usr/lib/systemd/user-environment-generators/30-systemd-environment
 HOSTILE = "it's \"q\" $(touch /tmp/cf-pwned) `id` $HOME ${HOME} ; a|b & c \\ \\\\ %41 # not a comment é✓ 漢"
 PASSWORD = "p@ss:w'o\"rd $(id);`x`\\ %2F é"
 PAM_SAFE = HOSTILE.replace("#", "")  # /etc/environment cannot hold '#' (the module refuses it there)
-
-
-def require(*programs: str) -> None:
-    """Skip, naming what is missing, when a real consumer is not installed."""
-    missing = [p for p in programs if not shutil.which(p) and not os.path.exists(p)]
-    if missing:
-        pytest.skip("not installed: %s" % ", ".join(missing))
 
 
 def sandbox_home(root) -> str:

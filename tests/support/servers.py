@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,15 @@ import threading
 import time
 
 LOOPBACK = "127.0.0.1"
+
+
+def require(*programs: str) -> None:
+    """Skip, naming what is missing, when a real consumer is not installed (``make lab-deps`` installs them)."""
+    import pytest
+
+    missing = [p for p in programs if not shutil.which(p) and not os.path.exists(p)]
+    if missing:
+        pytest.skip("not installed: %s (run `make lab-deps` as root)" % ", ".join(missing))
 
 
 def free_port() -> int:
@@ -309,13 +319,30 @@ def write_channel(root: str, name: str = "fleet-channel") -> str:
 
 
 class ChannelServer(_ThreadServer):
-    """Serves a directory holding conda-style channels (see :func:`write_channel`)."""
+    """Serves a directory holding conda-style channels (see :func:`write_channel`).
 
-    def __init__(self, root: str) -> None:
+    With ``tls_dir``: over HTTPS, with a self-signed certificate for 127.0.0.1 written to ``<tls_dir>/ca.pem``
+    (:attr:`ca_path`): what a TLS-intercepting proxy looks like to a client that does not trust its CA."""
+
+    def __init__(self, root: str, tls_dir: str | None = None) -> None:
         def handler(*args, **kwargs):
             return _QuietHandler(*args, directory=root, **kwargs)
 
         super().__init__(handler)
+        self.ca_path = None
+        if tls_dir:
+            key, self.ca_path = os.path.join(tls_dir, "key.pem"), os.path.join(tls_dir, "ca.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                            "-out", self.ca_path, "-days", "1", "-subj", "/CN=condafleet test channel",
+                            "-addext", "subjectAltName=IP:%s" % LOOPBACK],
+                           check=True, capture_output=True, timeout=60)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.ca_path, key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+
+    @property
+    def url(self) -> str:
+        return "%s://%s:%d" % ("https" if self.ca_path else "http", LOOPBACK, self.port)
 
 
 class BasicAuthServer(_ThreadServer):
