@@ -97,6 +97,9 @@ options:
       - conda's C(ssl_verify). V(true), V(false), V(truststore) (the operating system's trust store), or the
         absolute path of a CA bundle file or directory, which must exist on the host (a TLS-intercepting proxy's
         corporate CA).
+      - A path starting with C(~/) or C(~user/) is written as the absolute path in the home of the account being
+        configured (O(user)), since conda does not expand C(~); on Windows it becomes C(%USERPROFILE%\...) or
+        C(C:\Users\user\...).
       - When omitted, C(ssl_verify) is neither written nor removed.
     type: raw
   final:
