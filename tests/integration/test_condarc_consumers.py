@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,7 +22,7 @@ import requests
 import yaml
 from ruamel.yaml import YAML
 
-from modulerun import call_module
+from modulerun import call_module, run_adhoc
 
 PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
              "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC")
@@ -128,3 +130,27 @@ def test_hostile_password_through_squid(tmp_path, channel, squid_factory):
     while "/fleet-channel/noarch/repodata.json" not in squid.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert re.search(r"TCP_\w+/200 .*/fleet-channel/noarch/repodata\.json fleet ", squid.log()), squid.log()
+
+
+def test_every_module_runs_on_a_python_with_only_the_standard_library(tmp_path):
+    """A managed node's Python with nothing installed (a bare venv): the modules do not need PyYAML."""
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    python = str(bare / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import yaml"], capture_output=True, check=False, timeout=60)
+    assert probe.returncode != 0, "the bare venv must not see PyYAML"
+    interpreter = {"ansible_python_interpreter": python}
+    condarc = tmp_path / ".condarc"
+    condarc.write_text("channels:  # kept\n  - conda-forge\n")
+    calls = [
+        ("condarc_proxy", {"path": str(condarc), "http": "http://proxy.corp.example:3128", "bypass": ["mirror.corp.example"]}),
+        ("env_proxy", {"path": str(tmp_path / "proxy.sh"), "format": "sh", "http_proxy": "http://proxy.corp.example:3128"}),
+        ("netrc_entry", {"path": str(tmp_path / ".netrc"), "machine": "repo.corp.example", "login": "u", "password": "p w"}),
+    ]
+    for module, args in calls:
+        result, raw = run_adhoc(module, args, extra_vars=interpreter)
+        assert result.get("changed") and not result.get("failed"), raw
+        result, raw = run_adhoc(module, args, extra_vars=interpreter)
+        assert result.get("changed") is False, raw
+    assert yaml.safe_load(condarc.read_text())["proxy_servers"]["http"] == "http://proxy.corp.example:3128"
+    assert condarc.read_text().startswith("channels:  # kept\n  - conda-forge\n")
