@@ -23,7 +23,7 @@ BIN = os.path.dirname(sys.executable)
 
 # The sequence of molecule.yml, one command a step, so that the check step can be held to zero changes
 # (molecule itself only reports them).
-STEPS = ("destroy", "create", "prepare", "converge", "idempotence", "check", "verify", "side_effect", "destroy")
+STEPS = ("destroy", "create", "prepare", "converge", "idempotence", "check", "verify", "side-effect", "destroy")
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.M)
 
 
