@@ -1,0 +1,138 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The role on this machine, without root: ansible-playbook on localhost with a sandbox ``conda_proxy_root``.
+
+The multi-host lab (test_molecule_lab.py) needs root; this runs everywhere and covers the role's own
+logic per OS family: converge, idempotent rerun, check mode with zero changes, the files read back by
+their consumers, and ``conda_proxy_state: absent`` returning every pre-existing file to its bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import plistlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+BIN = os.path.dirname(sys.executable)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PASSWORD = "p@ss w'o\"rd $(id)"
+NETRC_PASSWORD = "n3trc pw"
+HOME = os.path.expanduser("~")
+
+
+def role_vars(root: str, family: str, **extra) -> dict:
+    params = {
+        "conda_proxy_root": root,
+        "conda_proxy_os_family": family,
+        "conda_proxy_http": "http://proxy.corp.example:3128",
+        "conda_proxy_username": "fleet",
+        "conda_proxy_password": PASSWORD,
+        "conda_proxy_no_proxy": ["localhost", ".corp.example"],
+        "conda_proxy_bypass": ["mirror.corp.example"],
+        "conda_proxy_lock": True,
+        "conda_proxy_netrc_entries": [
+            {"machine": "repo.corp.example", "login": "reader", "password": NETRC_PASSWORD},
+            {"machine": "conda.corp.example", "login": "svc", "password": NETRC_PASSWORD},
+        ],
+    }
+    params.update(extra)
+    return params
+
+
+def play(tmp_path, params: dict, check: bool = False) -> tuple[dict, str]:
+    """Run the role once on localhost; returns (stats of localhost, raw output)."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Role on a sandbox root", "hosts": "localhost", "gather_facts": False,
+        "roles": [dict({"role": "condafleet.proxy.conda_proxy"}, **params)],
+    }]))
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook),
+           "-e", "ansible_python_interpreter=%s" % sys.executable]
+    if check:
+        cmd.append("--check")
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, "collections"), ANSIBLE_LOCALHOST_WARNING="0")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    raw = proc.stdout + proc.stderr
+    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    return data["stats"]["localhost"], raw
+
+
+def files_under(root: str) -> dict:
+    tree = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            with open(full, "rb") as handle:
+                tree[os.path.relpath(full, root)] = (os.stat(full).st_mode & 0o777, handle.read())
+    return tree
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """A root holding the connecting account's home and two files the role must give back byte for byte."""
+    root = tmp_path / "root"
+    os.makedirs(str(root) + HOME)
+    (root / "etc").mkdir()
+    (root / "etc" / "environment").write_bytes(b'PATH="/usr/local/bin:/usr/bin:/bin"\n')
+    with open(str(root) + HOME + "/.netrc", "wb") as handle:
+        handle.write(b"machine other.example login keep password me\n")
+    os.chmod(str(root) + HOME + "/.netrc", 0o600)
+    return str(root)
+
+
+@pytest.mark.parametrize("family", ["Linux", "Darwin"])
+def test_converge_rerun_check_and_absent_on_a_sandbox_root(tmp_path, sandbox, family):
+    original = files_under(sandbox)
+    params = role_vars(sandbox, family)
+
+    stats, raw = play(tmp_path, params)
+    assert stats["failures"] == 0 and stats["changed"] > 0, raw
+    assert PASSWORD not in raw and NETRC_PASSWORD not in raw
+    stats, raw = play(tmp_path, params)
+    assert (stats["failures"], stats["changed"]) == (0, 0), raw
+    stats, raw = play(tmp_path, params, check=True)
+    assert (stats["failures"], stats["changed"]) == (0, 0), raw
+
+    # Read back by the consumers: conda's YAML loader, Python's netrc, the shells' files, launchd's plist.
+    with open(os.path.join(sandbox, "etc/conda/.condarc")) as handle:
+        condarc = yaml.safe_load(handle)
+    assert condarc["proxy_servers"]["http"].startswith("http://fleet:p%40ss%20w%27o%22rd%20%24%28id%29@proxy")
+    assert condarc["proxy_servers"]["http://mirror.corp.example"] == ""
+    hosts = netrc.netrc(sandbox + HOME + "/.netrc").hosts
+    assert hosts["repo.corp.example"] == ("reader", "", NETRC_PASSWORD) and "other.example" in hosts
+    if family == "Darwin":
+        with open(os.path.join(sandbox, "Library/LaunchAgents/com.condafleet.proxy.plist"), "rb") as handle:
+            agent = plistlib.load(handle)
+        assert "https_proxy" in " ".join(agent["ProgramArguments"])
+    else:
+        with open(os.path.join(sandbox, "etc/environment")) as handle:
+            assert 'no_proxy="localhost,.corp.example"' in handle.read()
+
+    stats, raw = play(tmp_path, dict(params, conda_proxy_state="absent"))
+    assert stats["failures"] == 0 and stats["changed"] > 0, raw
+    assert files_under(sandbox) == original
+
+
+def test_check_mode_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path, sandbox):
+    original = files_under(sandbox)
+    stats, raw = play(tmp_path, role_vars(sandbox, "Linux"), check=True)
+    assert stats["failures"] == 0 and stats["changed"] > 0, raw
+    assert files_under(sandbox) == original
+
+
+def test_per_account_ca_under_a_sandbox_root_is_refused_with_a_message(tmp_path, sandbox):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    original = files_under(sandbox)
+    stats, raw = play(tmp_path, role_vars(sandbox, "Linux", conda_proxy_scope="user", conda_proxy_ca_bundle=str(ca)))
+    assert stats["failures"] == 1, raw
+    assert "conda_proxy_ca_bundle with conda_proxy_scope=user cannot be combined with conda_proxy_root" in raw
+    assert files_under(sandbox) == original
