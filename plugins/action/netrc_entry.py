@@ -15,6 +15,7 @@ from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit 
 
 class ActionModule(ControllerFileEdit):
     posix_mode = "0600"
+    _steps: tuple = ()
 
     def argument_spec(self) -> dict:
         return _netrc.argument_spec()
@@ -24,13 +25,19 @@ class ActionModule(ControllerFileEdit):
         return "~/_netrc" if host.windows else "~/.netrc"
 
     def render(self, before, params):
-        return _netrc.render_netrc(before, _netrc.spec_from_params(params))
+        # One entry or the list of `entries`, applied in order like the module does.
+        after, self._steps = _netrc.plan_netrc_entries(before, _netrc.specs_from_params(params))
+        return after
 
     def secrets(self, params: dict) -> list:
-        return _netrc.spec_from_params(params).secrets()
+        return _netrc.secrets_of(_netrc.specs_from_params(params))
 
     def mask(self, text: str) -> str:
         return _netrc.mask_netrc(text)
 
     def result_extras(self, params: dict, after) -> dict:
+        if params.get("entries") is not None:
+            # The module's RV(entries), from the steps of the last render.
+            return {"entries": [dict(machine=spec.label, changed=changed, duplicates_removed=edit.duplicates_removed,
+                                     password_kept=edit.password_kept) for spec, edit, changed in self._steps]}
         return {"machine": params.get("machine") if not params.get("default") else "default"}

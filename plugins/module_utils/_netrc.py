@@ -46,6 +46,9 @@ SECRET_FIELDS = ("password", "account")
 _WHITESPACE = " \t\r\n"
 # Characters that force a token to be written quoted (both readers agree on the quoted form).
 _NEEDS_QUOTING = re.compile(r'[ \t"\\#]')
+_BLANKS = re.compile(r"[ \t\r\n]*")
+# A word ending at whitespace or the end of the text, without a backslash (which escapes the next character).
+_PLAIN_WORD = re.compile(r"[^ \t\r\n\\]+(?=[ \t\r\n]|\Z)")
 
 
 class NetrcValueError(ValueError):
@@ -145,22 +148,34 @@ class _Lexer:
         self.text = text
         self.pos = 0
         self.pending: Token | None = None
+        # Line numbers are counted forward from the last position asked for: positions only grow while
+        # lexing, so counting from the start of the text every time would make a parse quadratic.
+        self._line_pos = 0
+        self._line = 1
 
     def line_of(self, pos: int) -> int:
-        return self.text.count("\n", 0, pos) + 1
+        if pos < self._line_pos:
+            return self.text.count("\n", 0, pos) + 1
+        self._line += self.text.count("\n", self._line_pos, pos)
+        self._line_pos = pos
+        return self._line
 
     def next_token(self) -> Token | None:
         if self.pending is not None:
             token, self.pending = self.pending, None
             return token
         text, n = self.text, len(self.text)
-        pos = self.pos
-        while pos < n and text[pos] in _WHITESPACE:
-            pos += 1
+        pos = _BLANKS.match(text, self.pos).end()
         if pos >= n:
             self.pos = n
             return None
         start = pos
+        if text[pos] != '"':
+            # The common case, a plain word without backslashes, in one regex step.
+            word = _PLAIN_WORD.match(text, pos)
+            if word is not None:
+                self.pos = word.end()
+                return Token(word.group(), start, self.pos, self.line_of(start), False)
         chars = []
         if text[pos] == '"':
             pos += 1
@@ -311,10 +326,21 @@ class NetrcSpec:
         return sorted(forms, key=len, reverse=True)
 
 
+# The options that describe one entry: top-level for one entry, or each element of ``entries``.
+ENTRY_OPTIONS = ("machine", "default", "login", "password", "account")
+
+
 def argument_spec() -> dict:
     """The options of ``condafleet.proxy.netrc_entry`` (without the common file arguments)."""
     return dict(
         state=dict(type="str", default="present", choices=["present", "absent"]),
+        entries=dict(type="list", elements="dict", options=dict(
+            machine=dict(type="str"),
+            default=dict(type="bool"),
+            login=dict(type="str"),
+            password=dict(type="str", no_log=True),
+            account=dict(type="str"),
+        )),
         machine=dict(type="str"),
         default=dict(type="bool"),
         login=dict(type="str"),
@@ -341,6 +367,37 @@ def _check_value(option: str, value: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise NetrcValueError("%s is not valid Unicode text" % option)
+
+
+def specs_from_params(params: dict) -> list[NetrcSpec]:
+    """Validate the module parameters and return the entries they describe, in order.
+
+    Either the top-level entry options (one entry) or ``entries`` (each element with the same
+    options, sharing ``state`` and ``update_password``), never both.
+    """
+    entries = params.get("entries")
+    if entries is None:
+        return [spec_from_params(params)]
+    given = [option for option in ENTRY_OPTIONS if params.get(option) not in (None, False)]
+    if given:
+        raise NetrcValueError("entries and %s are mutually exclusive: give the entries in one or the other"
+                              % ", ".join(given))
+    specs = []
+    seen = {}
+    shared = {"state": params.get("state"), "update_password": params.get("update_password")}
+    for index, element in enumerate(entries, 1):
+        element = element or {}
+        try:
+            spec = spec_from_params(dict(shared, **{option: element.get(option) for option in ENTRY_OPTIONS}))
+        except NetrcValueError as exc:
+            raise NetrcValueError("entries[%d]: %s" % (index, exc))
+        key = spec.label.lower() if not spec.is_default else None
+        if key in seen:
+            raise NetrcValueError("entries[%d]: %s is already entries[%d]; one entry per machine"
+                                  % (index, spec.label, seen[key]))
+        seen[key] = index
+        specs.append(spec)
+    return specs
 
 
 def spec_from_params(params: dict) -> NetrcSpec:
@@ -407,9 +464,19 @@ def _encode(text: str) -> bytes:
 
 
 def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """``text`` with each ``(start, end, replacement)`` applied; edits do not overlap.
+
+    Built in one pass (not by slicing the whole text once per edit): masking a file with
+    thousands of entries stays linear.
+    """
+    pieces = []
+    pos = len(text)
     for start, end, replacement in sorted(edits, key=lambda edit: (edit[0], edit[1]), reverse=True):
-        text = text[:start] + replacement + text[end:]
-    return text
+        pieces.append(text[end:pos])
+        pieces.append(replacement)
+        pos = start
+    pieces.append(text[:pos])
+    return "".join(reversed(pieces))
 
 
 def _is_blank(text: str) -> bool:
@@ -554,6 +621,8 @@ def _python311_safe(text: str, spec: NetrcSpec) -> str:
     right after such a token consumes that newline; curl ignores it. Only the managed
     entry gets it: other entries keep their bytes.
     """
+    if '"' not in text or "#" not in text:
+        return text  # no quoted token, or no comment: nothing to fix, and no second parse of a large file
     doc = parse_netrc(text)
     managed = [entry for entry in doc.entries if entry.is_default == spec.is_default
                and (spec.is_default or entry.name.value == spec.machine)]
@@ -619,6 +688,31 @@ def _merge(edits: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
 def render_netrc(before: bytes | None, spec: NetrcSpec) -> bytes | None:
     """The new content of the file for ``spec`` (``None``: remove the file)."""
     return plan_netrc(before, spec).after
+
+
+def plan_netrc_entries(before: bytes | None, specs: t.Sequence[NetrcSpec]) -> tuple[bytes | None, list]:
+    """Apply every spec in order, each to the result of the previous one: one read and one write of the file
+    for many entries. Returns the final content and, per spec, ``(spec, edit, changed)``."""
+    current = before
+    outcomes = []
+    for spec in specs:
+        edit = plan_netrc(current, spec)
+        outcomes.append((spec, edit, edit.after != current))
+        current = edit.after
+    return current, outcomes
+
+
+def render_netrc_entries(before: bytes | None, specs: t.Sequence[NetrcSpec]) -> bytes | None:
+    """The new content of the file for every spec (``None``: remove the file)."""
+    return plan_netrc_entries(before, specs)[0]
+
+
+def secrets_of(specs: t.Iterable[NetrcSpec]) -> list[str]:
+    """Every form in which a secret of any of ``specs`` may appear in text, longest first."""
+    forms = set()
+    for spec in specs:
+        forms.update(spec.secrets())
+    return sorted(forms, key=len, reverse=True)
 
 
 # --------------------------------------------------------------------------- output safety

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: netrc_entry
-short_description: Manage one machine or default entry of a C(.netrc) file
+short_description: Manage machine or default entries of a C(.netrc) file
 version_added: 0.1.0
 description:
   - Adds, updates or removes one C(machine) entry (or the C(default) entry) of a C(.netrc) file, the file from
     which conda (through Python C(requests)), C(curl), C(git) and C(pip) read credentials for a host.
+  - With O(entries), several entries of the same file in one task, the file read and written once.
   - Edits only the tokens of that entry. Other entries, comments, C(macdef) blocks, quoting, line endings and
     layout stay byte for byte. Repeated entries for the same machine are merged into the first one, because
     curl uses the first and Python's C(netrc) the last.
@@ -34,11 +35,44 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  entries:
+    description:
+      - Several entries of the file, applied in order, with the same O(state) and O(update_password). Each element
+        takes the options of one entry (O(entries[].machine) or O(entries[].default=true), O(entries[].login),
+        O(entries[].password), O(entries[].account)) with the same meaning as the top-level options of the same
+        names.
+      - Mutually exclusive with O(machine), O(default), O(login), O(password) and O(account).
+      - One task instead of one per entry, so that a fleet run with many entries pays one module execution per file.
+      - An empty list changes nothing. Two elements for the same machine (or two default entries) are refused.
+    type: list
+    elements: dict
+    suboptions:
+      machine:
+        description:
+          - The host name of the entry, as for O(machine).
+          - Exactly one of O(entries[].machine) and O(entries[].default=true) is required in each element.
+        type: str
+      default:
+        description:
+          - Manage the C(default) entry, as for O(default).
+        type: bool
+      login:
+        description:
+          - The login name, as for O(login).
+        type: str
+      password:
+        description:
+          - The password, as for O(password). Never shown in output or diffs.
+        type: str
+      account:
+        description:
+          - The C(account) value, as for O(account). Masked in the diff.
+        type: str
   machine:
     description:
       - The host name of the entry, as the client compares it (no scheme, no port).
       - Matched without regard to case, as curl does; the name is rewritten as given.
-      - Exactly one of O(machine) and O(default=true) is required.
+      - Exactly one of O(machine), O(default=true) and O(entries) is required.
     type: str
   default:
     description:
@@ -119,6 +153,18 @@ EXAMPLES = r"""
   condafleet.proxy.netrc_entry:
     machine: conda.corp.example
     state: absent
+
+- name: Channel and mirror credentials of another account in one task (one read and one write of the file)
+  condafleet.proxy.netrc_entry:
+    user: alice
+    entries:
+      - machine: conda.corp.example
+        login: alice
+        password: "{{ vault_conda_password }}"
+      - machine: mirror.corp.example
+        login: alice
+        password: "{{ vault_mirror_password }}"
+  become: true
 """
 
 RETURN = r"""
@@ -134,21 +180,45 @@ link_target:
   sample: /home/alice/dotfiles/netrc
 machine:
   description: The machine of the entry, or V(default) for the default entry.
-  returned: always
+  returned: unless O(entries) is given
   type: str
   sample: conda.corp.example
+entries:
+  description: What happened to each element of O(entries), in order.
+  returned: when O(entries) is given
+  type: list
+  elements: dict
+  contains:
+    machine:
+      description: The machine of the entry, or V(default) for the default entry.
+      type: str
+      sample: conda.corp.example
+    changed:
+      description: Whether this entry changed the file.
+      type: bool
+      sample: true
+    duplicates_removed:
+      description: How many repeated entries for this machine were removed.
+      type: int
+      sample: 0
+    password_kept:
+      description: Whether the existing password of this entry was kept because of O(update_password=on_create).
+      type: bool
+      sample: false
+  sample:
+    - {machine: conda.corp.example, changed: true, duplicates_removed: 0, password_kept: false}
 mode_fixed:
   description: Whether the mode of an existing file was corrected (for example from V(0644) to V(0600)).
   returned: always
   type: bool
   sample: false
 duplicates_removed:
-  description: How many repeated entries for the same machine were removed.
+  description: How many repeated entries for the same machine were removed (for all of O(entries) together).
   returned: always
   type: int
   sample: 0
 password_kept:
-  description: Whether an existing password was kept because of O(update_password=on_create).
+  description: Whether an existing password was kept because of O(update_password=on_create) (for any of O(entries)).
   returned: always
   type: bool
   sample: false
@@ -174,32 +244,44 @@ from ansible_collections.condafleet.proxy.plugins.module_utils import _netrc
 from ansible_collections.condafleet.proxy.plugins.module_utils import _paths
 
 
+def _quoted_options(params: dict) -> list[str]:
+    """The value options (``entries[N].password`` in list form) that must be written quoted."""
+    if params["state"] != "present":
+        return []
+    if params["entries"] is None:
+        sources = [("", params)]
+    else:
+        sources = [("entries[%d]." % index, element) for index, element in enumerate(params["entries"], 1)]
+    return [prefix + option for prefix, values in sources for option in _netrc.FIELDS
+            if values.get(option) is not None and _netrc.quote_token(values[option]) != values[option]]
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=_netrc.argument_spec(), add_file_common_args=True, supports_check_mode=True)
     params = module.params
     try:
-        spec = _netrc.spec_from_params(params)
+        specs = _netrc.specs_from_params(params)
     except ValueError as exc:
         module.fail_json(msg=to_native(exc))
-    secrets = spec.secrets()
+    secrets = _netrc.secrets_of(specs)
     module.no_log_values.update(secrets)
-    quoted = [option for option in ("login", "password", "account")
-              if spec.state == "present" and params[option] is not None
-              and _netrc.quote_token(params[option]) != params[option]]
+    quoted = _quoted_options(params)
     if quoted:
         module.warn("%s must be written quoted in the .netrc; Python 3.10 and older cannot read quoted tokens "
                     "(curl 7.84+ and Python 3.11+ can)" % " and ".join(quoted))
 
-    result = dict(changed=False, machine=spec.label, mode_fixed=False, duplicates_removed=0, password_kept=False)
+    result = dict(changed=False, mode_fixed=False, duplicates_removed=0, password_kept=False)
+    if params["entries"] is None:
+        result["machine"] = specs[0].label
     outcome = {}
 
     def render(before):
-        edit = _netrc.plan_netrc(before, spec)
-        outcome["edit"] = edit
-        return edit.after
+        after, outcome["edits"] = _netrc.plan_netrc_entries(before, specs)
+        return after
 
     def mask(text):
-        return _netrc.mask_netrc(text, secrets)
+        # The diff is only returned in diff mode; masking a large file costs a full parse, so skip it otherwise.
+        return _netrc.mask_netrc(text, secrets) if module._diff else ""
 
     path = params["path"]
     try:
@@ -219,11 +301,14 @@ def main() -> None:
     except (ValueError, _fileio.FileRefused) as exc:
         module.fail_json(msg=to_native(exc), **result)
 
-    edit = outcome.get("edit")
+    edits = outcome.get("edits")
     result.update(edited)
-    if edit is not None:
-        result["duplicates_removed"] = edit.duplicates_removed
-        result["password_kept"] = edit.password_kept
+    if edits is not None:
+        result["duplicates_removed"] = sum(step[1].duplicates_removed for step in edits)
+        result["password_kept"] = any(step[1].password_kept for step in edits)
+        if params["entries"] is not None:
+            result["entries"] = [dict(machine=spec.label, changed=changed, duplicates_removed=edit.duplicates_removed,
+                                      password_kept=edit.password_kept) for spec, edit, changed in edits]
     result["mode_fixed"] = "mode" in edited.get("attributes_changed", {})
     if module._diff:
         result["diff"] = diff

@@ -94,7 +94,10 @@ class ControllerFileEdit(NormalAction):
     :meth:`secrets`, :meth:`mask`, and optionally :attr:`posix_mode`.
     """
 
-    TRANSFERS_FILES = True
+    # False: on a POSIX host the module pipelines like any other (True made every task create and remove a
+    # remote temporary directory, three extra commands per host). The controller path needs no directory of
+    # its own: slurp pipelines, and the copy action it hands the file to makes and removes its own.
+    TRANSFERS_FILES = False
     posix_mode: str | None = None
 
     # --- subclass hooks -------------------------------------------------------------------------------

@@ -109,3 +109,34 @@ def test_curl_reads_each_quoting_case(tmp_path, basic_auth_site, password):
     path = tmp_path / "netrc"
     call_module("netrc_entry", dict(machine="127.0.0.1", login="u", password=password, path=str(path)))
     assert curl_status(path, site.url + "/") == "200"
+
+
+def test_entries_in_one_task_authenticate_curl_requests_and_python_netrc(tmp_path, basic_auth_site):
+    """The role's form: every entry of an account in one netrc_entry task, each read back by the real clients."""
+    require("curl")
+    channel = basic_auth_site("svc", HOSTILE_ASCII)
+    mirror = basic_auth_site("mirror", "mirror pw #2")
+    home = tmp_path / "home"
+    home.mkdir()
+    path = home / ".netrc"
+    path.write_bytes(EXISTING)
+    # Two sites on 127.0.0.1 and localhost: one entry each, told apart by the clients by host name.
+    entries = [dict(machine="127.0.0.1", login="svc", password=HOSTILE_ASCII),
+               dict(machine="localhost", login="mirror", password="mirror pw #2", account="acct #9")]
+    result = call_module("netrc_entry", dict(entries=entries, path=str(path)))
+    assert result["changed"] and [entry["changed"] for entry in result["entries"]] == [True, True]
+    channel_url = channel.url + "/private"
+    mirror_url = mirror.url.replace("127.0.0.1", "localhost") + "/private"
+    assert curl_status(path, channel_url) == "200"
+    assert curl_status(path, mirror_url) == "200"
+    assert requests_status(channel_url, NETRC=str(path)) == 200
+    assert requests_status(mirror_url, HOME=str(home)) == 200
+    import netrc
+
+    assert netrc.netrc(str(path)).authenticators("localhost") == ("mirror", "acct #9", "mirror pw #2")
+    assert python_default_netrc(home) == ["svc", "", HOSTILE_ASCII]
+
+    assert call_module("netrc_entry", dict(entries=entries, path=str(path)))["changed"] is False
+    assert call_module("netrc_entry", dict(entries=entries, state="absent", path=str(path)))["changed"]
+    assert path.read_bytes() == EXISTING
+    assert curl_status(path, channel_url) == "401" and curl_status(path, mirror_url) == "401"

@@ -270,3 +270,34 @@ def test_condarc_ssl_verify_in_a_home_is_written_as_the_windows_path(extra, ca):
     assert result["changed"] and result["ssl_verify"] == ca, result
     written = yaml.safe_load(host.files[result["path"]].decode())
     assert written["ssl_verify"] == ca
+
+
+NETRC_ENTRIES = [
+    {"machine": "repo.corp.example", "login": "alice", "password": SECRET},
+    {"machine": "mirror.corp.example", "login": "alice", "password": "mirror-" + SECRET, "account": "acct-9"},
+]
+
+
+def test_netrc_entries_in_one_task_write_the_posix_bytes_and_mask_every_secret(tmp_path):
+    host = WindowsHost()
+    result = run_action("netrc_entry", {"entries": NETRC_ENTRIES}, host, diff=True)
+    assert result["changed"] and not result.get("failed"), result
+    assert [(entry["machine"], entry["changed"]) for entry in result["entries"]] == [
+        ("repo.corp.example", True), ("mirror.corp.example", True)]
+    written = host.files["%USERPROFILE%\\_netrc"]
+    assert written == written_by_posix_module("netrc_entry", {"entries": NETRC_ENTRIES}, tmp_path)
+    for secret in (SECRET, "acct-9"):
+        assert secret not in repr(result)
+    assert [name for name, _args in host.calls] == ["ansible.windows.slurp", "ansible.windows.win_copy"]
+
+    host.calls.clear()
+    again = run_action("netrc_entry", {"entries": NETRC_ENTRIES}, host, check=True)
+    assert again["changed"] is False and not any(entry["changed"] for entry in again["entries"])
+    assert [name for name, _args in host.calls] == ["ansible.windows.slurp"]
+
+
+def test_netrc_entries_mixed_with_machine_are_refused_without_a_write():
+    host = WindowsHost()
+    result = run_action("netrc_entry", dict(NETRC_ARGS, entries=NETRC_ENTRIES), host)
+    assert result.get("failed") and "mutually exclusive" in result["msg"], result
+    assert host.files == {} and SECRET not in repr(result)

@@ -311,3 +311,96 @@ def test_ansible_doc_renders():
     assert proc.returncode == 0, proc.stderr
     for word in ("update_password", "on_create", "duplicates_removed", "mode_fixed", "machine"):
         assert word in proc.stdout
+
+
+# ----------------------------------------------------------------------------- entries: several in one task
+
+
+ENTRIES = [
+    dict(machine=HOST, login="svc", password="s3cr3t pw"),
+    dict(machine="mirror.corp.example", login="mirror", password='m#rr "pw"', account="acct-9"),
+    dict(default=True, login="anonymous", password="guest-pw"),
+]
+
+
+def test_entries_write_the_same_bytes_as_one_task_per_entry(tmp_path):
+    one_by_one = tmp_path / "one-by-one"
+    together = tmp_path / "together"
+    for path in (one_by_one, together):
+        path.write_bytes(OTHER)
+    for entry in ENTRIES:
+        assert call_module("netrc_entry", dict(entry, path=str(one_by_one)))["changed"]
+
+    predicted = call_module("netrc_entry", dict(entries=ENTRIES, path=str(together)), check=True)
+    assert predicted["changed"] and together.read_bytes() == OTHER
+    applied = call_module("netrc_entry", dict(entries=ENTRIES, path=str(together)))
+    assert applied["changed"] and "machine" not in applied
+    assert [(entry["machine"], entry["changed"]) for entry in applied["entries"]] == [
+        (HOST, True), ("mirror.corp.example", True), ("default", True)]
+    assert together.read_bytes() == one_by_one.read_bytes()
+    assert stat.S_IMODE(os.stat(together).st_mode) == 0o600
+    assert netrc_of(together)["mirror.corp.example"] == ("mirror", "acct-9", 'm#rr "pw"')
+
+    again = call_module("netrc_entry", dict(entries=ENTRIES, path=str(together)), check=True)
+    assert again["changed"] is False and not any(entry["changed"] for entry in again["entries"])
+    assert call_module("netrc_entry", dict(entries=ENTRIES, path=str(together)))["changed"] is False
+
+    one_changed = [ENTRIES[0], dict(ENTRIES[1], password="rotated")]
+    result = call_module("netrc_entry", dict(entries=one_changed, path=str(together)))
+    assert [entry["changed"] for entry in result["entries"]] == [False, True]
+
+    removed = call_module("netrc_entry", dict(entries=ENTRIES, state="absent", path=str(together)))
+    assert removed["changed"] and together.read_bytes() == OTHER
+    assert call_module("netrc_entry", dict(entries=ENTRIES, state="absent", path=str(together)))["changed"] is False
+
+
+def test_entries_diff_masks_every_password_and_account(tmp_path):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER)
+    result = call_module("netrc_entry", dict(entries=ENTRIES, path=str(path)), check=True, diff=True)
+    text = json.dumps(result)
+    for secret in ("s3cr3t pw", 'm#rr \\"pw\\"', "m#rr", "acct-9", "guest-pw", "other-secret", "other-acct"):
+        assert secret not in text, secret
+    assert result["diff"]["after"].count("********") >= 5
+    assert path.read_bytes() == OTHER
+
+
+def test_entries_with_update_password_on_create_keep_existing_passwords(tmp_path):
+    path = tmp_path / ".netrc"
+    path.write_bytes(b"machine conda.corp.example login old password users-own\n")
+    result = call_module("netrc_entry", dict(entries=ENTRIES[:2], update_password="on_create", path=str(path)))
+    assert result["changed"] and result["password_kept"]
+    assert [entry["password_kept"] for entry in result["entries"]] == [True, False]
+    assert netrc_of(path)[HOST] == ("svc", "", "users-own")
+    assert netrc_of(path)["mirror.corp.example"][2] == 'm#rr "pw"'
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(entries=ENTRIES, machine=HOST), "mutually exclusive"),
+    (dict(entries=[ENTRIES[0], dict(ENTRIES[0], machine=HOST.upper())]), "entries[2]"),
+    (dict(entries=[ENTRIES[2], ENTRIES[2]]), "entries[2]"),
+    (dict(entries=[dict(login="x", password="y")]), "entries[1]: one of machine or default=true"),
+    (dict(entries=[dict(machine="x", login="a", password="new\nline")]), "entries[1]: password"),
+])
+def test_bad_entries_are_refused_without_touching_the_file(tmp_path, bad, message):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER)
+    result = call_module("netrc_entry", dict(bad, path=str(path)))
+    assert result.get("failed") and message in result["msg"], result
+    assert path.read_bytes() == OTHER
+
+
+def test_empty_entries_change_nothing(tmp_path):
+    path = tmp_path / ".netrc"
+    assert call_module("netrc_entry", dict(entries=[], path=str(path)))["changed"] is False
+    assert not path.exists()
+
+
+def test_adhoc_entries_with_diff_and_vvv_never_show_a_password(tmp_path):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER)
+    result, raw = run_adhoc("netrc_entry", dict(entries=ENTRIES, path=str(path)), diff=True, verbosity=3)
+    assert result["changed"] is True
+    for secret in ("s3cr3t pw", "m#rr", "acct-9", "guest-pw", "other-secret", "other-acct"):
+        assert secret not in raw, secret
+    assert netrc_of(path)[HOST] == ("svc", "", "s3cr3t pw")
