@@ -74,3 +74,9 @@ clean:
 .PHONY: docs-lint
 docs-lint: venv
 	VENV=$(abspath $(VENV)) scripts/build-docs.sh --lint-only
+
+# Fleet-scale benchmark (a script, not a test): the role against a hand-written ansible.builtin playbook and the
+# ping floor for N = 10, 50, 200 local hosts, plus the SSH lab when run as root; see docs/performance.md.
+.PHONY: bench
+bench: venv collections
+	$(BIN)/python bench/fleet_bench.py --lab $(BENCH_ARGS)
