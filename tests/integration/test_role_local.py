@@ -88,7 +88,7 @@ def sandbox(tmp_path):
     return str(root)
 
 
-@pytest.mark.parametrize("family", ["Linux", "Darwin"])
+@pytest.mark.parametrize("family", ["", "Linux", "Darwin"], ids=["detected", "Linux", "Darwin"])
 def test_converge_rerun_check_and_absent_on_a_sandbox_root(tmp_path, sandbox, family):
     original = files_under(sandbox)
     params = role_vars(sandbox, family)
