@@ -136,3 +136,34 @@ def test_per_account_ca_under_a_sandbox_root_is_refused_with_a_message(tmp_path,
     assert stats["failures"] == 1, raw
     assert "conda_proxy_ca_bundle with conda_proxy_scope=user cannot be combined with conda_proxy_root" in raw
     assert files_under(sandbox) == original
+
+
+@pytest.mark.parametrize("host_vars,family", [
+    ({}, "POSIX"),
+    ({"ansible_connection": "ansible.builtin.winrm"}, "Windows"),
+    ({"ansible_connection": "psrp"}, "Windows"),
+    ({"ansible_shell_type": "powershell"}, "Windows"),
+    ({"conda_proxy_os_family": "Darwin"}, "Darwin"),
+    ({"ansible_facts": {"os_family": "RedHat"}}, "Linux"),
+    ({"ansible_facts": {"os_family": "Darwin"}}, "Darwin"),
+])
+def test_os_family_comes_without_a_setup_call(tmp_path, host_vars, family):
+    """The role's OS family: forced, from facts the play has, from the connection, else POSIX (the modules
+    tell Linux from macOS on the host). Only the variables are evaluated here: nothing runs on a host."""
+    role = os.path.join(REPO, "roles", "conda_proxy")
+    playbook = tmp_path / "family.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Evaluate the family", "hosts": "localhost", "gather_facts": False,
+        "vars_files": [os.path.join(role, "defaults", "main.yml"), os.path.join(role, "vars", "main.yml")],
+        "tasks": [{"name": "Show it", "ansible.builtin.debug": {"var": "_conda_proxy_family"},
+                   "vars": {k: v for k, v in host_vars.items() if k != "ansible_facts"}}],
+    }]))
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)]
+    if "ansible_facts" in host_vars:
+        cmd += ["-e", json.dumps({"ansible_facts": host_vars["ansible_facts"]})]
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="0")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert result["_conda_proxy_family"] == family, proc.stdout + proc.stderr
