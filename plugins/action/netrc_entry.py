@@ -38,6 +38,5 @@ class ActionModule(ControllerFileEdit):
     def result_extras(self, params: dict, after) -> dict:
         if params.get("entries") is not None:
             # The module's RV(entries), from the steps of the last render.
-            return {"entries": [dict(machine=spec.label, changed=changed, duplicates_removed=edit.duplicates_removed,
-                                     password_kept=edit.password_kept) for spec, edit, changed in self._steps]}
+            return {"entries": _netrc.entries_result(self._steps)}
         return {"machine": params.get("machine") if not params.get("default") else "default"}

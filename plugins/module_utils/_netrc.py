@@ -702,9 +702,10 @@ def plan_netrc_entries(before: bytes | None, specs: t.Sequence[NetrcSpec]) -> tu
     return current, outcomes
 
 
-def render_netrc_entries(before: bytes | None, specs: t.Sequence[NetrcSpec]) -> bytes | None:
-    """The new content of the file for every spec (``None``: remove the file)."""
-    return plan_netrc_entries(before, specs)[0]
+def entries_result(steps: t.Iterable[tuple]) -> list[dict]:
+    """The module's ``entries`` return value from the steps of :func:`plan_netrc_entries`."""
+    return [dict(machine=spec.label, changed=changed, duplicates_removed=edit.duplicates_removed,
+                 password_kept=edit.password_kept) for spec, edit, changed in steps]
 
 
 def secrets_of(specs: t.Iterable[NetrcSpec]) -> list[str]:

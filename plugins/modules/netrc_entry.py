@@ -307,8 +307,7 @@ def main() -> None:
         result["duplicates_removed"] = sum(step[1].duplicates_removed for step in edits)
         result["password_kept"] = any(step[1].password_kept for step in edits)
         if params["entries"] is not None:
-            result["entries"] = [dict(machine=spec.label, changed=changed, duplicates_removed=edit.duplicates_removed,
-                                      password_kept=edit.password_kept) for spec, edit, changed in edits]
+            result["entries"] = _netrc.entries_result(edits)
     result["mode_fixed"] = "mode" in edited.get("attributes_changed", {})
     if module._diff:
         result["diff"] = diff
