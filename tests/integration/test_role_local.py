@@ -46,6 +46,16 @@ def role_vars(root: str, family: str, **extra) -> dict:
     return params
 
 
+def run_playbook(path, *args: str) -> tuple[dict, str]:
+    """``ansible-playbook`` on localhost (local connection) with the JSON callback; returns (its report, raw output)."""
+    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(path),
+           "-e", "ansible_python_interpreter=%s" % sys.executable, *args]
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, "collections"), ANSIBLE_LOCALHOST_WARNING="0")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    return json.loads(proc.stdout[proc.stdout.index("{"):]), proc.stdout + proc.stderr
+
+
 def play(tmp_path, params: dict, check: bool = False) -> tuple[dict, str]:
     """Run the role once on localhost; returns (stats of localhost, raw output)."""
     playbook = tmp_path / "play.yml"
@@ -53,15 +63,7 @@ def play(tmp_path, params: dict, check: bool = False) -> tuple[dict, str]:
         "name": "Role on a sandbox root", "hosts": "localhost", "gather_facts": False,
         "roles": [dict({"role": "condafleet.proxy.conda_proxy"}, **params)],
     }]))
-    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook),
-           "-e", "ansible_python_interpreter=%s" % sys.executable]
-    if check:
-        cmd.append("--check")
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, "collections"), ANSIBLE_LOCALHOST_WARNING="0")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
-    raw = proc.stdout + proc.stderr
-    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    data, raw = run_playbook(playbook, *(["--check"] if check else []))
     return data["stats"]["localhost"], raw
 
 
@@ -158,12 +160,7 @@ def test_os_family_comes_without_a_setup_call(tmp_path, host_vars, family):
         "tasks": [{"name": "Show it", "ansible.builtin.debug": {"var": "_conda_proxy_family"},
                    "vars": {k: v for k, v in host_vars.items() if k != "ansible_facts"}}],
     }]))
-    cmd = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)]
-    if "ansible_facts" in host_vars:
-        cmd += ["-e", json.dumps({"ansible_facts": host_vars["ansible_facts"]})]
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCALHOST_WARNING="0")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
-    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    extra = ["-e", json.dumps({"ansible_facts": host_vars["ansible_facts"]})] if "ansible_facts" in host_vars else []
+    data, raw = run_playbook(playbook, *extra)
     result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    assert result["_conda_proxy_family"] == family, proc.stdout + proc.stderr
+    assert result["_conda_proxy_family"] == family, raw
