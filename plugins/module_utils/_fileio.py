@@ -141,14 +141,15 @@ def ensure_directory(module: AnsibleModule, path: str, account: Account, mode: i
 
 
 def file_attributes(
-    module: AnsibleModule, path: str, account: Account, default_mode: int | None, existing: bool, enforce_mode: bool
+    module: AnsibleModule, params: dict, path: str, account: Account, default_mode: int | None, existing: bool,
+    enforce_mode: bool,
 ) -> dict:
-    """File attributes for ``path``: the module's mode/owner/group, defaulting to the account.
+    """File attributes for ``path``: mode/owner/group from ``params`` (the task's), defaulting to the account.
 
     ``default_mode`` applies to a new file, or to every file when ``enforce_mode`` is set
     (a ``.netrc`` must be private whatever mode it had).
     """
-    args = module.load_file_common_arguments(module.params, path=path)
+    args = module.load_file_common_arguments(params, path=path)
     if args.get("mode") is None and default_mode is not None and (enforce_mode or not existing):
         args["mode"] = default_mode
     if account.is_other:
@@ -196,13 +197,13 @@ def apply_edit(
     before: bytes | None,
     after: bytes | None,
     account: Account,
+    params: dict,
     default_mode: int | None = 0o644,
-    backup: bool = False,
     enforce_mode: bool = False,
 ) -> dict:
     """Make ``path`` hold ``after`` (``None``: remove it) when it differs from ``before``.
 
-    Honours check mode. Returns ``changed``, ``backup_file`` when one was made, and
+    ``params`` are the task's options: ``backup`` and the file attributes (mode, owner...). Honours check mode. Returns ``changed``, ``backup_file`` when one was made, and
     ``attributes_changed`` when mode/owner/group were corrected (a looser mode fixed).
     """
     result = {"path": path, "changed": False}
@@ -210,7 +211,7 @@ def apply_edit(
     if content_changed:
         result["changed"] = True
         if not module.check_mode:
-            if backup and before is not None:
+            if params.get("backup") and before is not None:
                 result["backup_file"] = module.backup_local(path)
             if after is None:
                 try:
@@ -221,7 +222,7 @@ def apply_edit(
                 _write_atomic(module, path, after)
     if after is not None and (before is not None or not module.check_mode):
         attr_diff = {"before": {}, "after": {}}
-        args = file_attributes(module, path, account, default_mode, before is not None, enforce_mode)
+        args = file_attributes(module, params, path, account, default_mode, before is not None, enforce_mode)
         if module.set_fs_attributes_if_different(args, False, diff=attr_diff):
             result["changed"] = True
             if before is not None:
@@ -243,27 +244,68 @@ def text_diff(path: str, before: bytes | None, after: bytes | None, mask: t.Call
     }
 
 
-def edit_file(
-    module: AnsibleModule,
+class FileEdit:
+    """One file read and rendered but not written yet (see :func:`plan_edit`).
+
+    A module plans every file it edits first, so that a file it cannot parse fails the task
+    before any file is written, then commits them one by one.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        real: str,
+        before: bytes | None,
+        after: bytes | None,
+        account: Account,
+        params: dict,
+        default_mode: int | None = 0o644,
+        enforce_mode: bool = False,
+        make_parents: bool = False,
+    ) -> None:
+        self.path = path
+        self.real = real
+        self.before = before
+        self.after = after
+        self.account = account
+        self.params = params
+        self.default_mode = default_mode
+        self.enforce_mode = enforce_mode
+        self.make_parents = make_parents
+
+    @property
+    def content_changes(self) -> bool:
+        return self.before != self.after
+
+    def commit(self, module: AnsibleModule) -> dict:
+        """Write the file (and its missing directories when ``make_parents``); the :func:`apply_edit` result."""
+        dir_changed = False
+        if self.make_parents and self.after is not None:
+            dir_changed = ensure_directory(module, os.path.dirname(self.real), self.account, 0o755, module.check_mode)
+        result = apply_edit(module, self.real, self.before, self.after, self.account, self.params, self.default_mode,
+                            self.enforce_mode)
+        result["changed"] = result["changed"] or dir_changed
+        if self.real != self.path:
+            result["link_target"] = self.real
+        return result
+
+    def diff(self, mask: t.Callable[[str], str]) -> dict:
+        return text_diff(self.path, self.before, self.after, mask)
+
+
+def plan_edit(
     path: str,
     account: Account,
+    params: dict,
     render: t.Callable[[bytes | None], bytes | None],
-    mask: t.Callable[[str], str],
-    follow: bool = False,
-    backup: bool = False,
-    default_mode: int | None = 0o644,
-    enforce_mode: bool = False,
-) -> tuple[dict, dict]:
-    """Read ``path``, let ``render`` compute its new bytes, and apply them.
+    **options: t.Any,
+) -> FileEdit:
+    """Read ``path`` (following a link as :func:`resolve_target` allows) and let ``render`` compute its new bytes.
 
     ``render`` gets the current bytes (``None``: no file) and returns the wanted bytes
     (``None``: no file). It raises ``ValueError`` for content it cannot parse; that
-    propagates before anything is written. Returns ``(result, diff)``.
+    propagates before anything is written. ``options`` are :class:`FileEdit`'s.
     """
-    real = resolve_target(path, account, follow)
+    real = resolve_target(path, account, bool(params.get("follow")))
     before = read_existing(real)
-    after = render(before)
-    result = apply_edit(module, real, before, after, account, default_mode, backup, enforce_mode)
-    if real != path:
-        result["link_target"] = real
-    return result, text_diff(path, before, after, mask)
+    return FileEdit(path, real, before, render(before), account, params, **options)

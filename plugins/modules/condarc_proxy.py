@@ -226,38 +226,9 @@ diff:
   sample: {before: "", after: "proxy_servers:\n  http: http://proxy.example.com:3128\n"}
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.condafleet.proxy.plugins.module_utils import _condarc, _fileio, _paths
-
-
-def _check_target(module: AnsibleModule, spec: _condarc.CondarcSpec, path: str, root: str) -> None:
-    """Refuse, before anything is read or written, targets that cannot be right."""
-    if spec.scope == "prefix" and not os.path.isdir(spec.prefix):
-        raise _fileio.FileRefused("prefix %s does not exist (scope=prefix edits an existing conda environment)" % spec.prefix)
-    parent = os.path.dirname(path)
-    if spec.scope != "system" and root == "/" and not os.path.isdir(parent):
-        raise _fileio.FileRefused("cannot write %s: directory %s does not exist" % (path, parent))
-    if spec.state == "present" and isinstance(spec.ssl_verify, str) and spec.ssl_verify != "truststore":
-        if not os.path.exists(_paths.under_root(root, spec.ssl_verify)):
-            raise _condarc.CondarcSpecError(
-                "ssl_verify: the CA bundle %s does not exist on this host (conda would fail every request)" % spec.ssl_verify
-            )
-
-
-def _warn_readable_password(module: AnsibleModule, spec: _condarc.CondarcSpec, path: str) -> None:
-    if not spec.has_literal_password or module.params.get("mode") is not None or module.check_mode:
-        return
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except OSError:
-        return
-    if mode & 0o077:
-        module.warn(
-            "%s holds a proxy password and is readable by others (mode %04o); set mode: '0600' or use a "
-            "${VAR} reference for proxy_password" % (path, mode)
-        )
+from ansible_collections.condafleet.proxy.plugins.module_utils import _condarc
+from ansible_collections.condafleet.proxy.plugins.module_utils._methods import plan_condarc, run_module
 
 
 def main() -> None:
@@ -268,50 +239,7 @@ def main() -> None:
         add_file_common_args=True,
         supports_check_mode=True,
     )
-    try:
-        spec = _condarc.spec_from_params(module.params)
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    module.no_log_values.update(spec.secrets)
-
-    path = None
-    try:
-        account = _fileio.resolve_account(module.params["user"])
-        root = module.params["root"]
-        if isinstance(spec.ssl_verify, str) and spec.ssl_verify.startswith("~"):
-            # conda does not expand ~ in ssl_verify: write the account's absolute path
-            spec.ssl_verify = _paths.expand_home(spec.ssl_verify, account.home, "ssl_verify")
-        path = _paths.under_root(root, _condarc.condarc_path(spec, account.home))
-        _check_target(module, spec, path, root)
-        dir_changed = False
-        if (spec.scope == "system" or root != "/") and spec.state == "present" and not spec.path:
-            dir_changed = _fileio.ensure_directory(module, os.path.dirname(path), account, 0o755, module.check_mode)
-        result, diff = _fileio.edit_file(
-            module,
-            path,
-            account,
-            render=lambda before: _condarc.render_condarc(before, spec),
-            mask=spec.mask,
-            follow=module.params["follow"],
-            backup=module.params["backup"],
-            default_mode=0o600 if spec.has_literal_password else 0o644,
-        )
-    except _condarc.ParseError as exc:
-        module.fail_json(msg="%s: line %d: %s" % (path, exc.line, spec.mask(exc.reason)), path=path)
-    except (ValueError, _fileio.FileRefused) as exc:
-        module.fail_json(msg=spec.mask(str(exc)), path=path)
-
-    result["changed"] = result["changed"] or dir_changed
-    if spec.state == "present":
-        result["proxy_servers"] = spec.masked_proxy_servers()
-        result["ssl_verify"] = spec.ssl_verify
-    else:
-        result["proxy_servers"] = {}
-        result["ssl_verify"] = None
-    if module._diff:
-        result["diff"] = diff
-    _warn_readable_password(module, spec, result.get("link_target", path))
-    module.exit_json(**result)
+    run_module(module, plan_condarc)
 
 
 if __name__ == "__main__":

@@ -223,58 +223,9 @@ target_os:
   sample: Linux
 """
 
-import os
-import platform
-import shutil
-
 from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.condafleet.proxy.plugins.module_utils import _paths
-from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import (
-    ParseError,
-    all_candidates,
-    argument_spec,
-    env_candidates,
-    mask_text,
-    probe_paths,
-    render,
-    secret_forms,
-    spec_from_params,
-    under_root,
-)
-from ansible_collections.condafleet.proxy.plugins.module_utils._fileio import (
-    Account,
-    FileRefused,
-    apply_edit,
-    ensure_directory,
-    read_existing,
-    resolve_account,
-    resolve_target,
-    text_diff,
-)
-
-_BIN_DIRS = ("/bin", "/usr/bin", "/usr/local/bin", "/opt/homebrew/bin")
-_SYSTEMD_MARKERS = (
-    "/usr/lib/systemd/user-environment-generators/30-systemd-environment-d-generator",
-    "/lib/systemd/user-environment-generators/30-systemd-environment-d-generator",
-    "/usr/lib/systemd/systemd",
-    "/lib/systemd/systemd",
-)
-
-
-def detect_installed(target_os: str, scope: str, home: str, root: str) -> set:
-    """What is on the host: shells (on PATH, in root's bin dirs, or with an /etc dir) and existing candidates."""
-    found = set()
-    for shell in ("bash", "zsh", "fish"):
-        if (shutil.which(shell) or os.path.isdir(under_root(root, "/etc/" + shell))
-                or (root != "/" and any(os.path.exists(under_root(root, d + "/" + shell)) for d in _BIN_DIRS))):
-            found.add(shell)
-    if shutil.which("systemctl") or any(os.path.exists(under_root(root, m)) for m in _SYSTEMD_MARKERS):
-        found.add("systemd")
-    for path in probe_paths(target_os, scope, home, root):
-        if os.path.lexists(path):
-            found.add(path)
-    return found
+from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import argument_spec
+from ansible_collections.condafleet.proxy.plugins.module_utils._methods import plan_env, run_module
 
 
 def main() -> None:
@@ -284,91 +235,7 @@ def main() -> None:
         supports_check_mode=True,
         required_together=[("path", "format")],
     )
-    params = module.params
-    if params["proxy_password"]:
-        module.no_log_values.update(secret_forms([params["proxy_password"]]))
-
-    try:
-        spec = spec_from_params(params)
-    except ValueError as exc:
-        module.fail_json(msg=mask_text(str(exc), []))
-    module.no_log_values.update(secret_forms(spec.secrets))
-
-    def mask(text: str) -> str:
-        return mask_text(text, spec.secrets)
-
-    target_os = params["target_os"]
-    if target_os == "auto":
-        target_os = platform.system()
-    root = params["root"] or "/"
-    if not os.path.isabs(root):
-        module.fail_json(msg="root must be an absolute path, got %s" % root)
-    result = dict(changed=False, files=[], variables={}, target_os=target_os)
-    if spec.state == "present":
-        result["variables"] = dict((name, mask(value)) for name, value in spec.variables)
-
-    try:
-        account = resolve_account(params["user"])
-        # Files under the home are owned by the account; system files by whoever runs the module.
-        home_account = Account(account.name, account.uid, account.gid, under_root(root, account.home))
-        runner = resolve_account(None)
-
-        if params["path"]:
-            path = under_root(root, _paths.expand_home(params["path"], account.home))
-            owner = home_account if params["path"].startswith("~") or params["scope"] == "user" else runner
-            targets = [(path, params["format"], None, owner)]
-        else:
-            if target_os not in ("Linux", "Darwin"):
-                module.fail_json(msg="env_proxy has no file layout for %s; give path and format" % target_os, **result)
-            owner = home_account if params["scope"] == "user" else runner
-            if spec.state == "present":
-                installed = detect_installed(target_os, params["scope"], account.home, root)
-                chosen = env_candidates(target_os, params["scope"], account.home, root, installed)
-            else:
-                chosen = [(p, f, None) for p, f, _needs in all_candidates(target_os, params["scope"], account.home, root)
-                          if os.path.lexists(p)]
-            targets = [(p, f, reason, owner) for p, f, reason in chosen]
-
-        # Read and render every file first: a broken file fails the task before anything is written.
-        planned = []
-        for path, fmt, reason, owner in targets:
-            if reason is not None:
-                result["files"].append(dict(path=path, format=fmt, changed=False, skipped=reason))
-                continue
-            real = resolve_target(path, owner, params["follow"])
-            before = read_existing(real)
-            try:
-                after = render(before, spec, fmt)
-            except ParseError as exc:
-                module.fail_json(msg=mask("%s: %s; fix or remove the managed block by hand, nothing was changed"
-                                          % (real, exc)), **result)
-            except ValueError as exc:
-                module.fail_json(msg=mask("%s: %s; nothing was changed" % (path, exc)), **result)
-            planned.append((path, fmt, owner, real, before, after))
-
-        diffs = []
-        for path, fmt, owner, real, before, after in planned:
-            entry = dict(path=path, format=fmt)
-            dir_changed = False
-            if after is not None:
-                dir_changed = ensure_directory(module, os.path.dirname(real), owner, 0o755, module.check_mode)
-            edit = apply_edit(module, real, before, after, owner, 0o644, params["backup"])
-            entry["changed"] = edit["changed"] or dir_changed
-            for key in ("backup_file", "attributes_changed"):
-                if key in edit:
-                    entry[key] = edit[key]
-            if real != path:
-                entry["link_target"] = real
-            result["files"].append(entry)
-            result["changed"] = result["changed"] or entry["changed"]
-            if before != after:
-                diffs.append(text_diff(path, before, after, mask))
-    except (FileRefused, _paths.PathError) as exc:
-        module.fail_json(msg=mask(str(exc)), **result)
-
-    if module._diff:
-        result["diff"] = diffs
-    module.exit_json(**result)
+    run_module(module, plan_env)
 
 
 if __name__ == "__main__":

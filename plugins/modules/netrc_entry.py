@@ -237,81 +237,13 @@ attributes_changed:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_native
-
-from ansible_collections.condafleet.proxy.plugins.module_utils import _fileio
 from ansible_collections.condafleet.proxy.plugins.module_utils import _netrc
-from ansible_collections.condafleet.proxy.plugins.module_utils import _paths
-
-
-def _quoted_options(params: dict) -> list[str]:
-    """The value options (``entries[N].password`` in list form) that must be written quoted."""
-    if params["state"] != "present":
-        return []
-    if params["entries"] is None:
-        sources = [("", params)]
-    else:
-        sources = [("entries[%d]." % index, element) for index, element in enumerate(params["entries"], 1)]
-    return [prefix + option for prefix, values in sources for option in _netrc.FIELDS
-            if values.get(option) is not None and _netrc.quote_token(values[option]) != values[option]]
+from ansible_collections.condafleet.proxy.plugins.module_utils._methods import plan_netrc, run_module
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=_netrc.argument_spec(), add_file_common_args=True, supports_check_mode=True)
-    params = module.params
-    try:
-        specs = _netrc.specs_from_params(params)
-    except ValueError as exc:
-        module.fail_json(msg=to_native(exc))
-    secrets = _netrc.secrets_of(specs)
-    module.no_log_values.update(secrets)
-    quoted = _quoted_options(params)
-    if quoted:
-        module.warn("%s must be written quoted in the .netrc; Python 3.10 and older cannot read quoted tokens "
-                    "(curl 7.84+ and Python 3.11+ can)" % " and ".join(quoted))
-
-    result = dict(changed=False, mode_fixed=False, duplicates_removed=0, password_kept=False)
-    if params["entries"] is None:
-        result["machine"] = specs[0].label
-    outcome = {}
-
-    def render(before):
-        after, outcome["edits"] = _netrc.plan_netrc_entries(before, specs)
-        return after
-
-    def mask(text):
-        # The diff is only returned in diff mode; masking a large file costs a full parse, so skip it otherwise.
-        return _netrc.mask_netrc(text, secrets) if module._diff else ""
-
-    path = params["path"]
-    try:
-        account = _fileio.resolve_account(params["user"])
-        path = _paths.under_root(params["root"], _paths.expand_home(path, account.home))
-        result["path"] = path
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            raise _fileio.FileRefused("cannot edit %s: directory %s does not exist" % (path, parent))
-        edited, diff = _fileio.edit_file(
-            module, path, account, render, mask, follow=params["follow"], backup=params["backup"],
-            default_mode=0o600, enforce_mode=True,
-        )
-    except _netrc.ParseError as exc:
-        module.fail_json(msg="%s: cannot parse line %d: %s; the file was left unchanged" % (path, exc.line, exc.message),
-                         **result)
-    except (ValueError, _fileio.FileRefused) as exc:
-        module.fail_json(msg=to_native(exc), **result)
-
-    edits = outcome.get("edits")
-    result.update(edited)
-    if edits is not None:
-        result["duplicates_removed"] = sum(step[1].duplicates_removed for step in edits)
-        result["password_kept"] = any(step[1].password_kept for step in edits)
-        if params["entries"] is not None:
-            result["entries"] = _netrc.entries_result(edits)
-    result["mode_fixed"] = "mode" in edited.get("attributes_changed", {})
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    run_module(module, plan_netrc)
 
 
 if __name__ == "__main__":
