@@ -203,8 +203,9 @@ def apply_edit(
 ) -> dict:
     """Make ``path`` hold ``after`` (``None``: remove it) when it differs from ``before``.
 
-    ``params`` are the task's options: ``backup`` and the file attributes (mode, owner...). Honours check mode. Returns ``changed``, ``backup_file`` when one was made, and
-    ``attributes_changed`` when mode/owner/group were corrected (a looser mode fixed).
+    ``params`` are the task's options: ``backup`` and the file attributes (mode, owner...). Honours check
+    mode. Returns ``changed``, ``backup_file`` when one was made, and ``attributes_changed`` when
+    mode/owner/group were corrected (a looser mode fixed).
     """
     result = {"path": path, "changed": False}
     content_changed = before != after

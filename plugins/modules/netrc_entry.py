@@ -234,8 +234,6 @@ attributes_changed:
   sample: {mode: "0600"}
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.condafleet.proxy.plugins.module_utils import _netrc
 from ansible_collections.condafleet.proxy.plugins.module_utils._methods import plan_netrc, run_module

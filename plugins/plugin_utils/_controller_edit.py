@@ -137,6 +137,10 @@ class ControllerFileEdit(NormalAction):
         params: dict | None = None
         try:
             params = validate_args(self.argument_spec(), dict(self._task.args), file_args=True, **self.constraints())
+            if params.get("root") not in (None, "/"):
+                # The paths below are the host's own; writing them would miss the sandbox and hit the real files.
+                raise ValueError("root cannot be used when the file is edited from the controller (Windows hosts, "
+                                 "or %s set)" % FORCE_VAR)
             params = self.resolve(params, host)
             unsupported = [name for name in _POSIX_ONLY if params.get(name) not in (None, False)]
             if host.windows and unsupported:
@@ -203,30 +207,36 @@ class ControllerFileEdit(NormalAction):
             fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(after)
-            new_task = self._task.copy()
-            new_task.args = {"src": local, "dest": path, "backup": bool(params.get("backup"))}
+            args = {"src": local, "dest": path, "backup": bool(params.get("backup"))}
             if not host.windows:
                 mode = params.get("mode") or self.posix_mode
                 if mode:
-                    new_task.args["mode"] = mode
+                    args["mode"] = mode
                 if params.get("user"):
-                    new_task.args["owner"] = params["user"]
-            copy_action = self._shared_loader_obj.action_loader.get(
-                host.copy,
-                task=new_task,
-                connection=self._connection,
-                play_context=self._play_context,
-                loader=self._loader,
-                templar=self._templar,
-                shared_loader_obj=self._shared_loader_obj,
-            )
-            return copy_action.run(task_vars=task_vars)
+                    args["owner"] = params["user"]
+            return run_action(self, host.copy, args, task_vars)
         finally:
             try:
                 os.unlink(os.path.join(local_dir, "content"))
             except OSError:
                 pass
             os.rmdir(local_dir)
+
+
+def run_action(parent: NormalAction, name: str, args: dict, task_vars: dict) -> dict:
+    """Run the action plugin ``name`` with ``args`` as part of ``parent``'s task (same host, check and diff mode)."""
+    task = parent._task.copy()
+    task.args = args
+    action = parent._shared_loader_obj.action_loader.get(
+        name,
+        task=task,
+        connection=parent._connection,
+        play_context=parent._play_context,
+        loader=parent._loader,
+        templar=parent._templar,
+        shared_loader_obj=parent._shared_loader_obj,
+    )
+    return action.run(task_vars=task_vars)
 
 
 def masked(value: t.Any, secrets: list[str]) -> t.Any:

@@ -20,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # The venv running pytest (make test), else the checkout's.
 VENV = Path(sys.prefix) if (Path(sys.prefix) / "bin" / "antsibull-docs").exists() else REPO / ".venv"
-MODULES = ["condarc_proxy", "env_proxy", "netrc_entry", "conda_proxy_info"]
+MODULES = ["conda_proxy", "condarc_proxy", "env_proxy", "netrc_entry", "conda_proxy_info"]
 GUIDES = ["quickstart", "method_condarc", "method_env", "method_netrc", "os_notes", "troubleshooting",
           "hardening", "large_fleets"]
 

@@ -37,6 +37,18 @@ def call_module(module: str, args: dict, check: bool = False, diff: bool = False
     return json.loads(text[text.index("{"):])
 
 
+def tree(root) -> dict:
+    """Every file under ``root`` with its bytes (directories as None): to compare a whole sandbox."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(str(root)):
+        for name in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, name), str(root))] = None
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as handle:
+                out[os.path.relpath(os.path.join(dirpath, name), str(root))] = handle.read()
+    return out
+
+
 def run_adhoc(module: str, args: dict, check: bool = False, diff: bool = False, verbosity: int = 0,
               env: dict | None = None, extra_vars: dict | None = None) -> tuple[dict, str]:
     """Run the module with ``ansible localhost -m``; returns ``(result, raw stdout+stderr)``."""

@@ -9,7 +9,7 @@ and the ``win_copy`` action the way those modules do (their messages are copied 
 sources). What is asserted is what this collection decides: the paths Windows uses, that the
 bytes written are the same bytes the POSIX module writes, idempotence, check mode, masking,
 and the registry variables. The same controller path runs for real against a POSIX host in
-tests/integration/test_controller_edit.py.
+the molecule default scenario (h3, ``conda_proxy_edit_on_controller``).
 """
 
 from __future__ import annotations
@@ -74,22 +74,34 @@ class WindowsHost:
         return Copy()
 
 
-def run_action(module: str, args: dict, host: WindowsHost, check: bool = False, diff: bool = False) -> dict:
+def make_action(module: str, task: Task, host: WindowsHost):
+    """The collection's action plugin ``module`` for ``task`` on the simulated host; the action plugins it runs
+    (win_copy, or the three methods' plugins for conda_proxy) are served the same way."""
     plugin = importlib.import_module("ansible_collections.condafleet.proxy.plugins.action.%s" % module)
+    connection = mock.MagicMock()
+    connection._shell.SHELL_FAMILY = "powershell"
+    connection._shell.tmpdir = None
+    loader = mock.MagicMock()
+
+    def get_action(name, task=None, **kwargs):
+        if name.startswith("condafleet.proxy."):
+            return make_action(name.rpartition(".")[2], task, host)
+        return host.copy_action(name, task=task)
+
+    loader.action_loader.get.side_effect = get_action
+    action = plugin.ActionModule(task, connection, PlayContext(), loader=None, templar=None)
+    action._shared_loader_obj = loader  # ansible-core 2.19 ignores the constructor's shared_loader_obj
+    action._execute_module = mock.MagicMock(side_effect=host.execute_module)
+    return action
+
+
+def run_action(module: str, args: dict, host: WindowsHost, check: bool = False, diff: bool = False) -> dict:
     task = Task()
     task.action = "condafleet.proxy.%s" % module
     task.args = dict(args)
     task.check_mode = check
     task.diff = diff
-    connection = mock.MagicMock()
-    connection._shell.SHELL_FAMILY = "powershell"
-    connection._shell.tmpdir = None
-    loader = mock.MagicMock()
-    loader.action_loader.get.side_effect = host.copy_action
-    action = plugin.ActionModule(task, connection, PlayContext(), loader=None, templar=None)
-    action._shared_loader_obj = loader  # ansible-core 2.19 ignores the constructor's shared_loader_obj
-    with mock.patch.object(action, "_execute_module", side_effect=host.execute_module):
-        return action.run(task_vars={})
+    return make_action(module, task, host).run(task_vars={})
 
 
 def written_by_posix_module(module: str, args: dict, tmp_path) -> bytes:
@@ -301,3 +313,44 @@ def test_netrc_entries_mixed_with_machine_are_refused_without_a_write():
     result = run_action("netrc_entry", dict(NETRC_ARGS, entries=NETRC_ENTRIES), host)
     assert result.get("failed") and "mutually exclusive" in result["msg"], result
     assert host.files == {} and SECRET not in repr(result)
+
+
+COMBINED_ARGS = {"http": "http://proxy.corp.example:3128", "https": "http://proxy.corp.example:3128",
+                 "no_proxy": ["localhost", ".corp.example"], "proxy_username": "fleet", "proxy_password": SECRET,
+                 "netrc_entries": NETRC_ENTRIES}
+
+
+def test_conda_proxy_applies_the_three_methods_as_the_one_method_plugins_do():
+    host, reference = WindowsHost(), WindowsHost()
+    result = run_action("conda_proxy", COMBINED_ARGS, host, diff=True)
+    assert result["changed"] and not result.get("failed"), result
+    assert result["edited_from"] == "controller" and result["target_os"] == "Windows"
+    assert [r["user"] for r in result["condarc"] + result["env"] + result["netrc"]] == [None, None, None]
+    run_action("condarc_proxy", {"scope": "system", "http": COMBINED_ARGS["http"], "https": COMBINED_ARGS["https"],
+                                 "proxy_username": "fleet", "proxy_password": SECRET}, reference)
+    run_action("env_proxy", {"http_proxy": COMBINED_ARGS["http"], "https_proxy": COMBINED_ARGS["https"],
+                             "no_proxy": COMBINED_ARGS["no_proxy"], "proxy_username": "fleet",
+                             "proxy_password": SECRET}, reference)
+    run_action("netrc_entry", {"entries": NETRC_ENTRIES}, reference)
+    assert host.files == reference.files and host.env == reference.env
+    assert set(host.files) == {"C:\\ProgramData\\conda\\.condarc", "%USERPROFILE%\\_netrc"}
+    assert host.env["machine"]["HTTPS_PROXY"].startswith("http://fleet:")
+    assert SECRET not in repr(result) and "acct-9" not in repr(result)
+    assert len(result["diff"]) >= 2
+
+    again = run_action("conda_proxy", COMBINED_ARGS, host, check=True)
+    assert again["changed"] is False, again
+
+
+def test_conda_proxy_user_scope_reports_which_account_failed():
+    host = WindowsHost()
+    result = run_action("conda_proxy", dict(COMBINED_ARGS, scope="user", users=["bob"], methods=["env"]), host)
+    assert result.get("failed") and result["msg"].startswith("environment files of bob: "), result
+    assert "connect as bob" in result["msg"] and host.env == {"machine": {}, "user": {}}
+
+
+def test_conda_proxy_root_is_refused_on_windows_before_any_write():
+    host = WindowsHost()
+    result = run_action("conda_proxy", dict(COMBINED_ARGS, root="/sandbox"), host)
+    assert result.get("failed") and "root cannot be used" in result["msg"], result
+    assert host.files == {} and host.env == {"machine": {}, "user": {}}

@@ -15,23 +15,11 @@ import sys
 
 import pytest
 
-from modulerun import call_module, run_adhoc
+from modulerun import call_module, run_adhoc, tree
 
 PASSWORD = "p@ss:w'o\"rd $(touch /tmp/pwned) `id` ;|&\\ %41 é"
 ENCODED = "p%40ss%3Aw%27o%22rd%20%24%28touch%20%2Ftmp%2Fpwned%29%20%60id%60%20%3B%7C%26%5C%20%2541%20%C3%A9"
 ME = pwd.getpwuid(os.geteuid())
-
-
-def tree(root) -> dict:
-    """Every file under ``root`` with its bytes (directories as None)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(str(root)):
-        for name in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, name), str(root))] = None
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as handle:
-                out[os.path.relpath(os.path.join(dirpath, name), str(root))] = handle.read()
-    return out
 
 
 @pytest.fixture

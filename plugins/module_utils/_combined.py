@@ -1,0 +1,121 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""conda_proxy's options, and the one-method tasks they stand for.
+
+:func:`method_calls` turns the options into the arguments of ``condarc_proxy``,
+``env_proxy`` and ``netrc_entry`` for each account: the module plans them with the same
+code those modules run, and on Windows the action plugin runs those modules' action plugins
+with them, so every path writes the same files.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from ansible.module_utils.basic import FILE_COMMON_ARGUMENTS
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.condafleet.proxy.plugins.module_utils import _condarc, _envfiles, _methods, _netrc
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from ansible.module_utils.basic import AnsibleModule
+
+METHODS = ("condarc", "env", "netrc")
+# The module of each method, and what the messages call its file.
+MODULES = {"condarc": "condarc_proxy", "env": "env_proxy", "netrc": "netrc_entry"}
+_FILES = {"condarc": ".condarc", "env": "environment files", "netrc": ".netrc"}
+
+
+def argument_spec() -> dict:
+    """The options of ``condafleet.proxy.conda_proxy``."""
+    return dict(
+        methods=dict(type="list", elements="str", choices=list(METHODS), default=list(METHODS)),
+        http=dict(type="str"),
+        https=dict(type="str"),
+        bypass=dict(type="list", elements="str", default=[], no_log=False),
+        no_proxy=dict(type="list", elements="str", default=[]),
+        proxy_username=dict(type="str"),
+        proxy_password=dict(type="str", no_log=True),
+        ssl_verify=dict(type="raw"),
+        final=dict(type="bool", default=False),
+        netrc_entries=dict(type="list", elements="dict", default=[], options=dict(
+            machine=dict(type="str"),
+            default=dict(type="bool"),
+            login=dict(type="str"),
+            password=dict(type="str", no_log=True),
+            account=dict(type="str", no_log=True),
+        )),
+        scope=dict(type="str", default="system", choices=["system", "user"]),
+        users=dict(type="list", elements="str", default=[]),
+        target_os=dict(type="str", default="auto", choices=["auto", "Linux", "Darwin"]),
+        root=dict(type="str", default="/"),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+    )
+
+
+class MethodCall:
+    """One method for one account (``user`` ``''``: the account the module runs as)."""
+
+    def __init__(self, method: str, user: str, args: dict) -> None:
+        self.method = method
+        self.user = user
+        # The one-method module's arguments; None and the defaults that name nothing are left out.
+        self.args = dict((key, value) for key, value in args.items()
+                         if value is not None and (key, value) not in (("root", "/"), ("target_os", "auto")))
+
+    @property
+    def module(self) -> str:
+        return MODULES[self.method]
+
+    def validated(self) -> dict:
+        """The arguments as the one-method module sees them, defaults filled in; ValueError when invalid."""
+        constraints = {}
+        if self.method == "condarc":
+            spec = _condarc.argument_spec()
+            constraints = dict(mutually_exclusive=_condarc.MUTUALLY_EXCLUSIVE, required_if=_condarc.REQUIRED_IF)
+        elif self.method == "env":
+            spec = _envfiles.argument_spec()
+        else:
+            spec = _netrc.argument_spec()
+        validated = ArgumentSpecValidator(dict(FILE_COMMON_ARGUMENTS, **spec), **constraints).validate(self.args)
+        if validated.error_messages:
+            raise ValueError("; ".join(validated.error_messages))
+        return validated.validated_parameters
+
+    def plan(self, module: AnsibleModule) -> _methods.Plan:
+        planner = {"condarc": _methods.plan_condarc, "env": _methods.plan_env, "netrc": _methods.plan_netrc}
+        return planner[self.method](module, self.validated())
+
+    def describe(self, exc: Exception) -> str:
+        """The failure message: which method and account, then the one-method module's message."""
+        whose = " of %s" % self.user if self.user else ""
+        return "%s%s: %s" % (_FILES[self.method], whose, getattr(exc, "msg", None) or str(exc))
+
+
+def method_calls(params: dict) -> list[MethodCall]:
+    """The one-method tasks for the validated conda_proxy ``params``, in the order they are applied."""
+    accounts = params["users"] or [""]
+    # .condarc and the environment files are machine-wide in system scope; .netrc is always the accounts' own.
+    owners = [""] if params["scope"] == "system" else accounts
+    shared = dict(state=params["state"], root=params["root"])
+    calls = []
+    if "condarc" in params["methods"]:
+        calls.extend(MethodCall("condarc", user, dict(
+            shared, scope=params["scope"], user=user or None, http=params["http"], https=params["https"],
+            bypass=params["bypass"], proxy_username=params["proxy_username"],
+            proxy_password=params["proxy_password"], ssl_verify=params["ssl_verify"], final=params["final"],
+        )) for user in owners)
+    if "env" in params["methods"]:
+        calls.extend(MethodCall("env", user, dict(
+            shared, scope=params["scope"], user=user or None, http_proxy=params["http"],
+            https_proxy=params["https"], no_proxy=params["no_proxy"], proxy_username=params["proxy_username"],
+            proxy_password=params["proxy_password"], target_os=params["target_os"],
+        )) for user in owners)
+    if "netrc" in params["methods"] and params["netrc_entries"]:
+        calls.extend(MethodCall("netrc", user, dict(shared, user=user or None, entries=params["netrc_entries"]))
+                     for user in accounts)
+    return calls

@@ -1,0 +1,327 @@
+#!/usr/bin/python
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: conda_proxy
+short_description: Put conda behind a proxy with all three methods in one task
+version_added: 0.1.0
+description:
+  - Applies the three methods Anaconda documents for a proxy, for one or several accounts, in one module
+    execution per host - what M(condafleet.proxy.condarc_proxy), M(condafleet.proxy.env_proxy) and
+    M(condafleet.proxy.netrc_entry) do one method at a time, with the same files, bytes and checks.
+  - C(.condarc) - C(proxy_servers) and C(ssl_verify), as M(condafleet.proxy.condarc_proxy) writes them.
+  - C(env) - C(http_proxy), C(https_proxy) and C(no_proxy) in every file the shells and session managers of the
+    OS read, as M(condafleet.proxy.env_proxy) writes them.
+  - C(netrc) - the O(netrc_entries) in each account's C(~/.netrc), as M(condafleet.proxy.netrc_entry) writes them.
+  - Every file of every method and account is read and checked before any is written, so that a file that does not
+    parse (or a missing CA bundle, an unknown account) fails the task with nothing changed on the host.
+  - This is the module the C(condafleet.proxy.conda_proxy) role runs; use it directly in playbooks that do not need
+    the role's CA distribution or verification.
+author:
+  - condafleet maintainers (@condafleet)
+extends_documentation_fragment:
+  - condafleet.proxy._attributes
+  - condafleet.proxy._attributes.FILES
+options:
+  methods:
+    description:
+      - The methods to apply. A method left out is neither written nor removed.
+    type: list
+    elements: str
+    choices: [condarc, env, netrc]
+    default: [condarc, env, netrc]
+  http:
+    description:
+      - The proxy for C(http://) URLs, C(http://host:port), written as C(proxy_servers.http) in C(.condarc) and
+        as C(http_proxy) in the environment.
+      - At least one of O(http) and O(https) is required with O(state=present) and the C(condarc) or C(env) method.
+    type: str
+  https:
+    description:
+      - The proxy for C(https://) URLs (usually the same C(http://host:port) as O(http)).
+    type: str
+  bypass:
+    description:
+      - Exact host names conda reaches directly, written to C(.condarc) (see M(condafleet.proxy.condarc_proxy)'s
+        O(condafleet.proxy.condarc_proxy#module:bypass)).
+    type: list
+    elements: str
+    default: []
+  no_proxy:
+    description:
+      - Hosts, domain suffixes and addresses that bypass the proxy, for the environment variables method.
+    type: list
+    elements: str
+    default: []
+  proxy_username:
+    description:
+      - The proxy account, added to the proxy URLs of C(.condarc) and of the environment variables.
+    type: str
+  proxy_password:
+    description:
+      - The proxy password, percent-encoded into the URLs. Never shown in output or diffs.
+      - A C(${VAR}) reference is written as it is in C(.condarc), which conda expands.
+    type: str
+  ssl_verify:
+    description:
+      - conda's C(ssl_verify), as for M(condafleet.proxy.condarc_proxy)'s
+        O(condafleet.proxy.condarc_proxy#module:ssl_verify).
+      - With O(scope=user), a path starting with C(~/) is each account's own (its home directory).
+      - When omitted, C(ssl_verify) is neither written nor removed.
+    type: raw
+  final:
+    description:
+      - Mark the C(.condarc) keys with conda's C(#!final) so files conda reads later cannot override them
+        (with O(scope=system)).
+    type: bool
+    default: false
+  netrc_entries:
+    description:
+      - The C(.netrc) entries written for each account (channel or proxy credentials), as
+        M(condafleet.proxy.netrc_entry)'s O(condafleet.proxy.netrc_entry#module:entries).
+      - An empty list leaves the C(.netrc) files alone.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      machine:
+        description:
+          - The host name of the entry. Exactly one of O(netrc_entries[].machine) and
+            O(netrc_entries[].default=true) is required in each element.
+        type: str
+      default:
+        description:
+          - The C(default) entry, used for every host without its own entry.
+        type: bool
+      login:
+        description:
+          - The login name.
+        type: str
+      password:
+        description:
+          - The password. Never shown in output or diffs.
+        type: str
+      account:
+        description:
+          - The C(account) value. Masked like the password.
+        type: str
+  scope:
+    description:
+      - V(system) writes the machine-wide C(.condarc) and environment files; the C(.netrc) files are still the
+        accounts' own (O(users), or the account the module runs as).
+      - V(user) writes the files of each account of O(users), or of the account the module runs as.
+    type: str
+    choices: [system, user]
+    default: system
+  users:
+    description:
+      - The accounts whose own files are written (C(.netrc) in both scopes; every method with O(scope=user)).
+      - When empty, the account the module runs as.
+      - 'Needs root (C(become: true)) for any account but the one the module runs as.'
+    type: list
+    elements: str
+    default: []
+  target_os:
+    description:
+      - The OS whose environment file layout is written. V(auto) is the OS of the host.
+      - V(Darwin) on a Linux host writes the macOS layout, to build an image or test.
+    type: str
+    choices: [auto, Linux, Darwin]
+    default: auto
+  root:
+    description:
+      - A directory prepended to every path, to configure an image or a sandbox. Values written into the files are
+        the paths as seen from inside it.
+    type: str
+    default: /
+  state:
+    description:
+      - V(present) writes the settings, V(absent) removes them (and the C(.netrc) entries of O(netrc_entries)).
+    type: str
+    choices: [present, absent]
+    default: present
+attributes:
+  platform:
+    details:
+      - POSIX hosts run the module, once for every method and account. Windows hosts are served by the action
+        plugin of the same name, which applies M(condafleet.proxy.condarc_proxy), M(condafleet.proxy.env_proxy) and
+        M(condafleet.proxy.netrc_entry) one after the other from the controller; there a method whose file does not
+        parse fails the task after the methods before it were applied.
+notes:
+  - The files are those of M(condafleet.proxy.condarc_proxy) (without O(condafleet.proxy.condarc_proxy#module:path)),
+    M(condafleet.proxy.env_proxy) (without O(condafleet.proxy.env_proxy#module:path)) and
+    M(condafleet.proxy.netrc_entry) (C(~/.netrc)), written with the same bytes; use those modules for a file
+    elsewhere, other file modes, or C(backup).
+seealso:
+  - module: condafleet.proxy.condarc_proxy
+  - module: condafleet.proxy.env_proxy
+  - module: condafleet.proxy.netrc_entry
+  - module: condafleet.proxy.conda_proxy_info
+"""
+
+EXAMPLES = r"""
+- name: The whole fleet behind the proxy, machine-wide, in one module run per host
+  condafleet.proxy.conda_proxy:
+    http: http://proxy.corp.example:3128
+    https: http://proxy.corp.example:3128
+    no_proxy: [localhost, 127.0.0.1, .corp.example]
+    bypass: [conda.corp.example]
+  become: true
+
+- name: Two accounts' own files, with channel credentials and the corporate CA each has in ~/.conda
+  condafleet.proxy.conda_proxy:
+    scope: user
+    users: [alice, bob]
+    http: http://proxy.corp.example:3128
+    proxy_username: svc-conda
+    proxy_password: "{{ vault_proxy_password }}"
+    ssl_verify: ~/.conda/corp-ca.pem
+    netrc_entries:
+      - machine: conda.corp.example
+        login: svc-conda
+        password: "{{ vault_channel_password }}"
+  become: true
+
+- name: Only .condarc, locked against user overrides
+  condafleet.proxy.conda_proxy:
+    methods: [condarc]
+    http: http://proxy.corp.example:3128
+    final: true
+  become: true
+
+- name: Remove everything the first example wrote
+  condafleet.proxy.conda_proxy:
+    state: absent
+  become: true
+"""
+
+RETURN = r"""
+edited_from:
+  description:
+    - V(host) when the module edited the files on the host; V(controller) when the action plugin edited them from
+      the controller (Windows hosts, or C(condafleet_proxy_edit_on_controller) set).
+  returned: always
+  type: str
+  sample: host
+target_os:
+  description: The OS whose layout the environment files follow (V(Windows) on Windows hosts).
+  returned: always
+  type: str
+  sample: Linux
+condarc:
+  description:
+    - One result per C(.condarc) written (one in system scope, one per account in user scope), each as
+      M(condafleet.proxy.condarc_proxy) returns it, with RV(condarc[].user).
+    - Empty when the method is not in O(methods).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    user:
+      description: The account, or V(null) for the account the module runs as.
+      type: str
+      sample: alice
+    path:
+      description: The file.
+      type: str
+      sample: /etc/conda/.condarc
+    changed:
+      description: Whether the file changed.
+      type: bool
+      sample: true
+    proxy_servers:
+      description: C(proxy_servers) as written, passwords masked.
+      type: dict
+      sample: {"http": "http://proxy.corp.example:3128", "https": "http://proxy.corp.example:3128"}
+    ssl_verify:
+      description: C(ssl_verify) as written, V(null) when not managed.
+      type: raw
+      sample: /etc/conda/condafleet-proxy-ca.pem
+env:
+  description:
+    - One result per account (one in system scope), each as M(condafleet.proxy.env_proxy) returns it, with
+      RV(env[].user).
+    - Empty when the method is not in O(methods).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    user:
+      description: The account, or V(null) for the account the module runs as.
+      type: str
+      sample: null
+    files:
+      description: Each file considered, with its C(format), C(changed), or C(skipped) and why.
+      type: list
+      elements: dict
+      sample: [{"path": "/etc/environment", "format": "pam_env", "changed": true}]
+    variables:
+      description: The variables written, passwords masked.
+      type: dict
+      sample: {"http_proxy": "http://proxy.corp.example:3128", "HTTP_PROXY": "http://proxy.corp.example:3128"}
+netrc:
+  description:
+    - One result per account's C(.netrc), each as M(condafleet.proxy.netrc_entry) returns it with
+      O(condafleet.proxy.netrc_entry#module:entries), with RV(netrc[].user).
+    - Empty when the method is not in O(methods) or O(netrc_entries) is empty.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    user:
+      description: The account, or V(null) for the account the module runs as.
+      type: str
+      sample: alice
+    path:
+      description: The file.
+      type: str
+      sample: /home/alice/.netrc
+    changed:
+      description: Whether the file (or its mode) changed.
+      type: bool
+      sample: true
+    entries:
+      description: What happened to each element of O(netrc_entries), in order.
+      type: list
+      elements: dict
+      sample: [{"machine": "conda.corp.example", "changed": true, "duplicates_removed": 0, "password_kept": false}]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.condafleet.proxy.plugins.module_utils import _combined
+from ansible_collections.condafleet.proxy.plugins.module_utils._methods import MethodFailed, host_os
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=_combined.argument_spec(), supports_check_mode=True)
+    params = module.params
+    result = dict(changed=False, target_os=host_os(params["target_os"]), edited_from="host", condarc=[], env=[], netrc=[])
+    # Plan every file of every method and account before writing any.
+    plans = []
+    for call in _combined.method_calls(params):
+        try:
+            plans.append((call, call.plan(module)))
+        except (MethodFailed, ValueError) as exc:
+            module.fail_json(msg="%s; nothing was changed on this host" % call.describe(exc), **result)
+    diffs = []
+    for call, plan in plans:
+        try:
+            outcome, diff = plan.commit()
+        except MethodFailed as exc:
+            result[call.method].append(dict(exc.result, user=call.user or None))
+            module.fail_json(msg=call.describe(exc), **result)
+        result[call.method].append(dict(outcome, user=call.user or None))
+        result["changed"] = result["changed"] or outcome["changed"]
+        diffs.extend(entry for entry in (diff if isinstance(diff, list) else [diff])
+                     if entry["before"] != entry["after"] or entry["before_header"] != entry["after_header"])
+    if module._diff:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
