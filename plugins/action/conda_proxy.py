@@ -29,7 +29,7 @@ class ActionModule(NormalAction):
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
-        host = on_controller(self._connection, task_vars)
+        host = on_controller(self, task_vars)
         if host is None:
             return super().run(tmp, task_vars)
         try:

@@ -65,12 +65,16 @@ class HostKind:
         return path
 
 
-def on_controller(connection, task_vars: dict) -> HostKind | None:
-    """The :class:`HostKind` when this task must edit from the controller, else ``None``."""
-    windows = getattr(connection._shell, "SHELL_FAMILY", "") == "powershell"
+def on_controller(action: NormalAction, task_vars: dict) -> HostKind | None:
+    """The :class:`HostKind` when ``action``'s task must edit from the controller, else ``None``."""
+    windows = getattr(action._connection._shell, "SHELL_FAMILY", "") == "powershell"
     if windows:
         return HostKind(True)
-    if boolean(task_vars.get(FORCE_VAR, False), strict=False):
+    forced = task_vars.get(FORCE_VAR, False)
+    if isinstance(forced, str) and action._templar is not None:
+        # task_vars hold variables as defined: "{{ conda_proxy_edit_on_controller }}" is still a template here
+        forced = action._templar.template(forced)
+    if boolean(forced, strict=False):
         return HostKind(False)
     return None
 
@@ -130,7 +134,7 @@ class ControllerFileEdit(NormalAction):
     # --- the flow ---------------------------------------------------------------------------------------
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
-        host = on_controller(self._connection, task_vars)
+        host = on_controller(self, task_vars)
         if host is None:
             return super().run(tmp, task_vars)
         result = {"changed": False}
@@ -227,6 +231,8 @@ def run_action(parent: NormalAction, name: str, args: dict, task_vars: dict) -> 
     """Run the action plugin ``name`` with ``args`` as part of ``parent``'s task (same host, check and diff mode)."""
     task = parent._task.copy()
     task.args = args
+    # A plugin that runs its module (env_proxy on a POSIX host) runs the one its task names.
+    task.action = name
     action = parent._shared_loader_obj.action_loader.get(
         name,
         task=task,

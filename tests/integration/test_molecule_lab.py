@@ -31,7 +31,7 @@ def _molecule(step: str, scenario: str, env: dict) -> str:
     proc = subprocess.run([os.path.join(BIN, "molecule"), step, "-s", scenario], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, "molecule %s -s %s failed:\n%s" % (step, scenario, output[-8000:])
+    assert proc.returncode == 0, "molecule %s -s %s failed:\n%s" % (step, scenario, output[-30000:])
     return output
 
 
@@ -49,7 +49,7 @@ def test_molecule_scenario(scenario, tmp_path, lab_available):
                 recaps = RECAP.findall(output)
                 assert recaps, output[-4000:]
                 assert [r for r in recaps if r[0] != "localhost" and (r[1] != "0" or r[3] != "0")] == [], \
-                    "check mode on the converged fleet must change nothing:\n" + output[-8000:]
+                    "check mode on the converged fleet must change nothing:\n" + output[-30000:]
     finally:
         # destroy runs even when a step fails; this also covers molecule itself dying mid-way.
         report = labmod.down(None, prefix=prefix)
