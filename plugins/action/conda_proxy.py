@@ -23,6 +23,19 @@ from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit 
 )
 
 
+def _windows_refusals(params: dict) -> list[str]:
+    """What env_proxy's Windows path would refuse half-way through the task, said before anything is written."""
+    if "env" not in params["methods"]:
+        return []
+    refused = []
+    if params["target_os"] != "auto":
+        refused.append("target_os cannot be used on Windows hosts, where the environment variables go to the registry")
+    if params["scope"] == "user" and params["users"]:
+        refused.append("on Windows, user-level variables can only be set for the connecting account: connect as "
+                       "each of %s instead of using users" % ", ".join(params["users"]))
+    return refused
+
+
 class ActionModule(NormalAction):
     # As for the three methods' plugins: the module pipelines on POSIX hosts without a remote temporary directory.
     TRANSFERS_FILES = False
@@ -32,26 +45,55 @@ class ActionModule(NormalAction):
         host = on_controller(self, task_vars)
         if host is None:
             return super().run(tmp, task_vars)
-        try:
-            params = validate_args(_combined.argument_spec(), dict(self._task.args))
-        except ValueError as exc:
-            return {"failed": True, "changed": False, "msg": mask_secrets(to_native(exc))}
         result = {"changed": False, "target_os": "Windows" if host.windows else None, "edited_from": "controller",
                   "condarc": [], "env": [], "netrc": []}
+        # Every option the methods' plugins would refuse is refused before the first of them writes anything.
+        try:
+            params = validate_args(_combined.argument_spec(), dict(self._task.args))
+            calls = _combined.method_calls(params)
+            if params["root"] != "/":
+                raise ValueError("root cannot be used when the files are edited from the controller (Windows hosts, "
+                                 "or condafleet_proxy_edit_on_controller set)")
+            refused = _windows_refusals(params) if host.windows else []
+            if refused:
+                raise ValueError("; ".join(refused))
+            for call in calls:
+                try:
+                    call.check()
+                except ValueError as exc:
+                    raise ValueError(call.describe(exc))
+        except ValueError as exc:
+            return dict(result, failed=True, msg="%s; nothing was changed on this host" % mask_secrets(to_native(exc)))
+        if not result["target_os"]:
+            result["target_os"] = params["target_os"]
         diffs = []
-        for call in _combined.method_calls(params):
-            outcome = run_action(self, "condafleet.proxy." + call.module, call.args, task_vars)
+        for call in calls:
+            try:
+                outcome = run_action(self, "condafleet.proxy." + call.module, call.args, task_vars)
+            except Exception as exc:  # an AnsibleError of the connection: keep what was applied before it
+                outcome = {"failed": True, "msg": to_native(exc)}
             diff = outcome.pop("diff", [])
-            diffs.extend(diff if isinstance(diff, list) else [diff])
+            if outcome.get("changed"):
+                diffs.extend(diff if isinstance(diff, list) else [diff])
+            self._lift(result, outcome)
             result[call.method].append(dict(outcome, user=call.user or None))
             result["changed"] = result["changed"] or bool(outcome.get("changed"))
-            if call.method == "env" and not result["target_os"]:
-                result["target_os"] = outcome.get("target_os")
+            if call.method == "env" and outcome.get("target_os"):
+                result["target_os"] = outcome["target_os"]
             if outcome.get("failed"):
                 return dict(result, failed=True,
-                            msg=call.describe(ValueError(outcome.get("msg") or "%s failed" % call.module)))
-        if not result["target_os"]:
-            result["target_os"] = params["target_os"] if params["target_os"] != "auto" else None
+                            msg=mask_secrets(call.describe(ValueError(outcome.get("msg") or "%s failed" % call.module))))
         if self._task.diff:
             result["diff"] = diffs
         return result
+
+    @staticmethod
+    def _lift(result: dict, outcome: dict) -> None:
+        """Move what Ansible reads at the top of a task result (warnings, facts) out of a method's result."""
+        for key in ("warnings", "deprecations"):
+            if outcome.get(key):
+                result.setdefault(key, []).extend(outcome.pop(key))
+        if outcome.get("ansible_facts"):
+            result.setdefault("ansible_facts", {}).update(outcome.pop("ansible_facts"))
+        for key in [key for key in outcome if key == "invocation" or key.startswith("_ansible")]:
+            del outcome[key]

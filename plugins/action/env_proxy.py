@@ -17,6 +17,7 @@ from ansible.plugins.action.normal import ActionModule as NormalAction
 from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import (
     argument_spec,
     secret_forms,
+    spec_from_params,
     variables_from_params,
 )
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
@@ -48,13 +49,16 @@ class ActionModule(NormalAction):
             if given:
                 raise ValueError("%s cannot be used on Windows hosts, where env_proxy sets registry variables"
                                  % ", ".join(given))
+            if params.get("root") not in (None, "/"):
+                raise ValueError("root cannot be used on Windows hosts, where env_proxy sets registry variables")
             if params.get("user") and params["scope"] == "user":
                 raise ValueError("on Windows, user-level variables can only be set for the connecting account: "
                                  "connect as %s instead of using user" % params["user"])
             module_args = windows_environment_args(params)
         except ValueError as exc:
             return dict(result, failed=True, msg=mask_secrets(to_native(exc)))
-        secrets = secret_forms(value for _name, value in variables_from_params(params))
+        # the passwords only (every variable's whole value was masked, no_proxy included)
+        secrets = secret_forms(spec_from_params(params).secrets)
         res = self._execute_module(module_name="ansible.windows.win_environment", module_args=module_args,
                                    task_vars=task_vars)
         self._remove_tmp_path(self._connection._shell.tmpdir)

@@ -30,6 +30,18 @@ MODULES = {"condarc": "condarc_proxy", "env": "env_proxy", "netrc": "netrc_entry
 _FILES = {"condarc": ".condarc", "env": "environment files", "netrc": ".netrc"}
 
 
+def validate_args(argument_spec: dict, args: dict, file_args: bool = False, **constraints) -> dict:
+    """Validate task args with a module's own argument spec and constraints (``mutually_exclusive``,
+    ``required_if``...), plus mode/owner/group when the module takes them; raise ValueError with the
+    validator's messages. (Also used by the action plugins, which validate on the controller.)"""
+    if file_args:
+        argument_spec = dict(FILE_COMMON_ARGUMENTS, **argument_spec)
+    result = ArgumentSpecValidator(argument_spec, **constraints).validate(args)
+    if result.error_messages:
+        raise ValueError("; ".join(result.error_messages))
+    return result.validated_parameters
+
+
 def argument_spec() -> dict:
     """The options of ``condafleet.proxy.conda_proxy``."""
     return dict(
@@ -73,18 +85,21 @@ class MethodCall:
 
     def validated(self) -> dict:
         """The arguments as the one-method module sees them, defaults filled in; ValueError when invalid."""
-        constraints = {}
         if self.method == "condarc":
-            spec = _condarc.argument_spec()
-            constraints = dict(mutually_exclusive=_condarc.MUTUALLY_EXCLUSIVE, required_if=_condarc.REQUIRED_IF)
+            return validate_args(_condarc.argument_spec(), self.args, file_args=True,
+                                 mutually_exclusive=_condarc.MUTUALLY_EXCLUSIVE, required_if=_condarc.REQUIRED_IF)
+        spec = _envfiles.argument_spec() if self.method == "env" else _netrc.argument_spec()
+        return validate_args(spec, self.args, file_args=True)
+
+    def check(self) -> None:
+        """Refuse, without touching the host, arguments the method's module would refuse (ValueError)."""
+        params = self.validated()
+        if self.method == "condarc":
+            _condarc.spec_from_params(params)
         elif self.method == "env":
-            spec = _envfiles.argument_spec()
+            _envfiles.spec_from_params(params)
         else:
-            spec = _netrc.argument_spec()
-        validated = ArgumentSpecValidator(dict(FILE_COMMON_ARGUMENTS, **spec), **constraints).validate(self.args)
-        if validated.error_messages:
-            raise ValueError("; ".join(validated.error_messages))
-        return validated.validated_parameters
+            _netrc.specs_from_params(params)
 
     def plan(self, module: AnsibleModule) -> _methods.Plan:
         planner = {"condarc": _methods.plan_condarc, "env": _methods.plan_env, "netrc": _methods.plan_netrc}
@@ -98,7 +113,7 @@ class MethodCall:
 
 def method_calls(params: dict) -> list[MethodCall]:
     """The one-method tasks for the validated conda_proxy ``params``, in the order they are applied."""
-    accounts = params["users"] or [""]
+    accounts = list(dict.fromkeys(params["users"])) or [""]  # each account once, in the order given
     # .condarc and the environment files are machine-wide in system scope; .netrc is always the accounts' own.
     owners = [""] if params["scope"] == "system" else accounts
     shared = dict(state=params["state"], root=params["root"])

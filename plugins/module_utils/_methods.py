@@ -102,8 +102,9 @@ class CondarcPlan(Plan):
         self.spec = spec
 
     def finish(self, outcomes):
-        result = dict(outcomes[0], **self.result)
-        self._warn_readable_password(result.get("link_target", result["path"]))
+        # the path written (a followed link's target, as RV(link_target) also says)
+        result = dict(self.result, **outcomes[0])
+        self._warn_readable_password(result["path"])
         return result
 
     def _warn_readable_password(self, path: str) -> None:

@@ -38,7 +38,8 @@ options:
     description:
       - The proxy for C(http://) URLs, C(http://host:port), written as C(proxy_servers.http) in C(.condarc) and
         as C(http_proxy) in the environment.
-      - At least one of O(http) and O(https) is required with O(state=present) and the C(condarc) or C(env) method.
+      - With O(state=present), the C(condarc) method needs O(http), O(https) or O(ssl_verify), and the C(env) method
+        O(http), O(https) or O(no_proxy).
     type: str
   https:
     description:
@@ -147,10 +148,12 @@ options:
 attributes:
   platform:
     details:
-      - POSIX hosts run the module, once for every method and account. Windows hosts are served by the action
+      - POSIX hosts run the module, once for all methods and accounts. Windows hosts are served by the action
         plugin of the same name, which applies M(condafleet.proxy.condarc_proxy), M(condafleet.proxy.env_proxy) and
-        M(condafleet.proxy.netrc_entry) one after the other from the controller; there a method whose file does not
-        parse fails the task after the methods before it were applied.
+        M(condafleet.proxy.netrc_entry) one after the other from the controller. There the options are checked
+        before anything is written, but a file that does not parse fails the task after the methods before it
+        were applied.
+      - On every OS, a write that fails (a full disk, a read-only file system) leaves the files written before it.
 notes:
   - The files are those of M(condafleet.proxy.condarc_proxy) (without O(condafleet.proxy.condarc_proxy#module:path)),
     M(condafleet.proxy.env_proxy) (without O(condafleet.proxy.env_proxy#module:path)) and
@@ -208,7 +211,9 @@ edited_from:
   type: str
   sample: host
 target_os:
-  description: The OS whose layout the environment files follow (V(Windows) on Windows hosts).
+  description:
+    - The OS whose layout the environment files follow (V(Windows) on Windows hosts).
+    - O(target_os) as given when the controller-side path did not apply the C(env) method.
   returned: always
   type: str
   sample: Linux
@@ -310,14 +315,16 @@ def main() -> None:
     diffs = []
     for call, plan in plans:
         try:
-            outcome, diff = plan.commit()
+            outcome, _diff = plan.commit()
         except MethodFailed as exc:
+            # files of earlier methods, and of this one before the failed write, are written
             result[call.method].append(dict(exc.result, user=call.user or None))
+            result["changed"] = result["changed"] or bool(exc.result.get("changed"))
             module.fail_json(msg=call.describe(exc), **result)
         result[call.method].append(dict(outcome, user=call.user or None))
         result["changed"] = result["changed"] or outcome["changed"]
-        diffs.extend(entry for entry in (diff if isinstance(diff, list) else [diff])
-                     if entry["before"] != entry["after"] or entry["before_header"] != entry["after_header"])
+        if module._diff:
+            diffs.extend(edit.diff(plan.mask) for edit in plan.edits if edit.content_changes)
     if module._diff:
         result["diff"] = diffs
     module.exit_json(**result)

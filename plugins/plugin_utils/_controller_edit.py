@@ -23,11 +23,10 @@ import tempfile
 import typing as t
 
 from ansible import constants as C
-from ansible.module_utils.basic import FILE_COMMON_ARGUMENTS
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action.normal import ActionModule as NormalAction
+from ansible_collections.condafleet.proxy.plugins.module_utils._combined import validate_args
 
 FORCE_VAR = "condafleet_proxy_edit_on_controller"
 
@@ -77,18 +76,6 @@ def on_controller(action: NormalAction, task_vars: dict) -> HostKind | None:
     if boolean(forced, strict=False):
         return HostKind(False)
     return None
-
-
-def validate_args(argument_spec: dict, args: dict, file_args: bool = False, **constraints) -> dict:
-    """Validate task args with the module's own argument spec and constraints (``mutually_exclusive``,
-    ``required_if``...), plus mode/owner/group when the module takes them; raise ValueError with the
-    validator's messages."""
-    if file_args:
-        argument_spec = dict(FILE_COMMON_ARGUMENTS, **argument_spec)
-    result = ArgumentSpecValidator(argument_spec, **constraints).validate(args)
-    if result.error_messages:
-        raise ValueError("; ".join(result.error_messages))
-    return result.validated_parameters
 
 
 class ControllerFileEdit(NormalAction):

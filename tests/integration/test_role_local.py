@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import re
 import plistlib
 import subprocess
 import sys
@@ -56,14 +57,14 @@ def run_playbook(path, *args: str) -> tuple[dict, str]:
     return json.loads(proc.stdout[proc.stdout.index("{"):]), proc.stdout + proc.stderr
 
 
-def play(tmp_path, params: dict, check: bool = False) -> tuple[dict, str]:
+def play(tmp_path, params: dict, check: bool = False, *args: str) -> tuple[dict, str]:
     """Run the role once on localhost; returns (stats of localhost, raw output)."""
     playbook = tmp_path / "play.yml"
     playbook.write_text(yaml.safe_dump([{
         "name": "Role on a sandbox root", "hosts": "localhost", "gather_facts": False,
         "roles": [dict({"role": "condafleet.proxy.conda_proxy"}, **params)],
     }]))
-    data, raw = run_playbook(playbook, *(["--check"] if check else []))
+    data, raw = run_playbook(playbook, *(["--check"] if check else []), *args)
     return data["stats"]["localhost"], raw
 
 
@@ -121,6 +122,23 @@ def test_converge_rerun_check_and_absent_on_a_sandbox_root(tmp_path, sandbox, fa
     stats, raw = play(tmp_path, dict(params, conda_proxy_state="absent"))
     assert stats["failures"] == 0 and stats["changed"] > 0, raw
     assert files_under(sandbox) == original
+
+
+def test_one_module_execution_for_the_three_methods_and_a_broken_file_stops_them_all(tmp_path, sandbox):
+    params = role_vars(sandbox, "")
+    stats, raw = play(tmp_path, params, False, "-vvv")
+    assert stats["failures"] == 0 and stats["changed"] > 0, raw
+    # per host: the role's only module execution writes .condarc, the environment files and .netrc
+    used = re.findall(r"Using module file (\S+)", raw)
+    assert [os.path.basename(path) for path in used] == ["conda_proxy.py"], used
+
+    # a .netrc that does not parse: the role fails and none of the other files change
+    with open(sandbox + HOME + "/.netrc", "ab") as handle:
+        handle.write(b"macdef\n")
+    written = files_under(sandbox)
+    stats, raw = play(tmp_path, dict(params, conda_proxy_http="http://other-proxy.corp.example:3128"))
+    assert stats["failures"] == 1 and ".netrc: " in raw and "nothing was changed on this host" in raw, raw
+    assert files_under(sandbox) == written
 
 
 def test_check_mode_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path, sandbox):

@@ -342,11 +342,29 @@ def test_conda_proxy_applies_the_three_methods_as_the_one_method_plugins_do():
     assert again["changed"] is False, again
 
 
-def test_conda_proxy_user_scope_reports_which_account_failed():
+@pytest.mark.parametrize("extra,message", [
+    ({"scope": "user", "users": ["bob"]}, "connect as each of bob instead of using users"),
+    ({"target_os": "Linux"}, "target_os cannot be used on Windows hosts"),
+    ({"netrc_entries": [{"machine": "a.example", "default": True}]}, ".netrc: "),
+    ({"http": "ftp://proxy.corp.example:21"}, ".condarc: "),
+])
+def test_conda_proxy_refuses_before_the_first_method_writes(extra, message):
+    """What a later method would refuse fails the task before an earlier one has written anything."""
     host = WindowsHost()
-    result = run_action("conda_proxy", dict(COMBINED_ARGS, scope="user", users=["bob"], methods=["env"]), host)
-    assert result.get("failed") and result["msg"].startswith("environment files of bob: "), result
-    assert "connect as bob" in result["msg"] and host.env == {"machine": {}, "user": {}}
+    result = run_action("conda_proxy", dict(COMBINED_ARGS, **extra), host)
+    assert result.get("failed") and message in result["msg"], result
+    assert result["msg"].endswith("nothing was changed on this host")
+    assert host.files == {} and host.env == {"machine": {}, "user": {}} and host.calls == []
+    assert SECRET not in repr(result)
+
+
+def test_conda_proxy_reports_variables_unmasked_but_the_password_and_a_rerun_diffs_nothing():
+    host = WindowsHost()
+    result = run_action("conda_proxy", COMBINED_ARGS, host, diff=True)
+    variables = result["env"][0]["variables"]
+    assert variables["no_proxy"] == "localhost,.corp.example", variables
+    assert variables["HTTP_PROXY"] == "http://fleet:********@proxy.corp.example:3128", variables
+    assert run_action("conda_proxy", COMBINED_ARGS, host, diff=True)["diff"] == []
 
 
 def test_conda_proxy_root_is_refused_on_windows_before_any_write():

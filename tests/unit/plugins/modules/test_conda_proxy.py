@@ -207,3 +207,29 @@ def test_adhoc_with_diff_and_vvv_never_shows_a_secret(sandbox):
     for secret in (PASSWORD, ENCODED, NETRC_PASSWORD, "mirror-pw", "p%40ss%3Aw", "w'o"):
         assert secret not in raw, secret
     assert "********" in raw
+
+
+def test_an_account_named_twice_is_configured_once(sandbox):
+    result = call_module("conda_proxy", args(sandbox, scope="user", users=[ME.pw_name, ME.pw_name]))
+    assert not result.get("failed"), result
+    assert [len(result[m]) for m in ("condarc", "env", "netrc")] == [1, 1, 1]
+
+
+def test_a_write_that_fails_half_way_reports_what_was_changed(sandbox, monkeypatch):
+    """A write can still fail after every file was checked (a full disk): the result says what was written."""
+    from ansible_collections.condafleet.proxy.plugins.module_utils import _fileio
+
+    real_write = _fileio._write_atomic
+
+    def full_disk(module, path, content):
+        if path.endswith(".netrc"):
+            raise _fileio.FileRefused("cannot write %s: No space left on device" % path)
+        real_write(module, path, content)
+
+    monkeypatch.setattr(_fileio, "_write_atomic", full_disk)
+    result = call_module("conda_proxy", args(sandbox))
+    assert result.get("failed") and result["msg"].startswith(".netrc: cannot write"), result
+    assert "No space left on device" in result["msg"]
+    assert result["changed"] is True and result["condarc"][0]["changed"] and result["env"][0]["changed"]
+    assert result["netrc"][0]["changed"] is False
+    assert (sandbox / ME.pw_dir.lstrip("/") / ".netrc").read_bytes() == b"machine other.example login o password keep-me\n"

@@ -368,6 +368,8 @@ def test_symlink_to_own_file_is_followed_and_kept(tmp_path):
     link.symlink_to(target)
     result = run(link, http="http://p:1")
     assert result["link_target"] == str(target)
+    # path is the file written, and the stat fields describe it, not the link (as netrc_entry reports it)
+    assert result["path"] == str(target) and result["state"] == "file", result
     assert link.is_symlink()
     assert target.read_bytes() == b"channels: [a]\nproxy_servers:\n  http: http://p:1\n"
 
