@@ -18,6 +18,7 @@ from ansible_collections.condafleet.proxy.plugins.module_utils import _combined
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
 from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import (
     on_controller,
+    refuse_root,
     run_action,
     validate_args,
 )
@@ -51,9 +52,7 @@ class ActionModule(NormalAction):
         try:
             params = validate_args(_combined.argument_spec(), dict(self._task.args))
             calls = _combined.method_calls(params)
-            if params["root"] != "/":
-                raise ValueError("root cannot be used when the files are edited from the controller (Windows hosts, "
-                                 "or condafleet_proxy_edit_on_controller set)")
+            refuse_root(params)
             refused = _windows_refusals(params) if host.windows else []
             if refused:
                 raise ValueError("; ".join(refused))

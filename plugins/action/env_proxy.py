@@ -21,7 +21,11 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import 
     variables_from_params,
 )
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
-from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import masked, validate_args
+from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import (
+    masked,
+    refuse_root,
+    validate_args,
+)
 
 # Options that only make sense for files on POSIX hosts.
 _FILE_OPTIONS = ("path", "format", "target_os", "owner", "group", "mode", "follow", "backup")
@@ -49,8 +53,7 @@ class ActionModule(NormalAction):
             if given:
                 raise ValueError("%s cannot be used on Windows hosts, where env_proxy sets registry variables"
                                  % ", ".join(given))
-            if params.get("root") not in (None, "/"):
-                raise ValueError("root cannot be used on Windows hosts, where env_proxy sets registry variables")
+            refuse_root(params)
             if params.get("user") and params["scope"] == "user":
                 raise ValueError("on Windows, user-level variables can only be set for the connecting account: "
                                  "connect as %s instead of using user" % params["user"])

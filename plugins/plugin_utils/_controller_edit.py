@@ -78,6 +78,14 @@ def on_controller(action: NormalAction, task_vars: dict) -> HostKind | None:
     return None
 
 
+def refuse_root(params: dict) -> None:
+    """The controller-side paths edit the host's own files: with a sandbox ``root`` they would miss the sandbox
+    and change the real files (or, on Windows, the registry), so a root other than ``/`` is refused."""
+    if params.get("root") not in (None, "/"):
+        raise ValueError("root cannot be used when the files are edited from the controller (Windows hosts, or %s set)"
+                         % FORCE_VAR)
+
+
 class ControllerFileEdit(NormalAction):
     """Base action plugin: run the module on POSIX, edit the file from the controller on Windows.
 
@@ -128,10 +136,7 @@ class ControllerFileEdit(NormalAction):
         params: dict | None = None
         try:
             params = validate_args(self.argument_spec(), dict(self._task.args), file_args=True, **self.constraints())
-            if params.get("root") not in (None, "/"):
-                # The paths below are the host's own; writing them would miss the sandbox and hit the real files.
-                raise ValueError("root cannot be used when the file is edited from the controller (Windows hosts, "
-                                 "or %s set)" % FORCE_VAR)
+            refuse_root(params)
             params = self.resolve(params, host)
             unsupported = [name for name in _POSIX_ONLY if params.get(name) not in (None, False)]
             if host.windows and unsupported:
