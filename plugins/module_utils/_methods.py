@@ -58,15 +58,15 @@ class Plan:
         self.mask = mask
         self.outcomes: list[dict] = []
 
-    def commit(self) -> tuple[dict, t.Any]:
-        """Write the files; returns ``(result, diff)``. Raises :class:`MethodFailed` when a write fails."""
+    def commit(self) -> dict:
+        """Write the files; returns the module's result. Raises :class:`MethodFailed` when a write fails."""
         self.outcomes = []
         try:
             for edit in self.edits:
                 self.outcomes.append(edit.commit(self.module))
         except (FileRefused, ValueError) as exc:
             raise MethodFailed(self.mask(str(exc)), self.failure_result())
-        return self.finish(self.outcomes), self.diff()
+        return self.finish(self.outcomes)
 
     # --- per method -----------------------------------------------------------------------------------
     def failure_result(self) -> dict:
@@ -77,18 +77,24 @@ class Plan:
         raise NotImplementedError
 
     def diff(self) -> t.Any:
-        """The method's ``diff`` return: one entry for a one-file method."""
+        """The one-method module's ``diff`` return: one entry for a one-file method (asked in diff mode only:
+        masking a whole file costs a parse of it)."""
         return self.edits[0].diff(self.mask)
+
+    def changed_diffs(self) -> list[dict]:
+        """A diff entry for each file whose content changes."""
+        return [edit.diff(self.mask) for edit in self.edits if edit.content_changes]
 
 
 def run_module(module: AnsibleModule, planner: t.Callable[[AnsibleModule, dict], Plan]) -> t.NoReturn:
     """The whole of a one-method module: plan, commit, exit (or fail with the masked message)."""
     try:
-        result, diff = planner(module, module.params).commit()
+        plan = planner(module, module.params)
+        result = plan.commit()
     except MethodFailed as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     if module._diff:
-        result["diff"] = diff
+        result["diff"] = plan.diff()
     module.exit_json(**result)
 
 
@@ -227,7 +233,7 @@ class EnvPlan(Plan):
         return dict(self.result, files=files, changed=any(entry["changed"] for entry in files))
 
     def diff(self):
-        return [edit.diff(self.mask) for edit in self.edits if edit.content_changes]
+        return self.changed_diffs()
 
 
 def plan_env(module: AnsibleModule, params: dict) -> EnvPlan:
@@ -314,10 +320,6 @@ class NetrcPlan(Plan):
             result["entries"] = _netrc.entries_result(self.steps)
         result["mode_fixed"] = "mode" in outcome.get("attributes_changed", {})
         return result
-
-    def diff(self):
-        # Only returned in diff mode; masking a large file costs a full parse, so skip it otherwise.
-        return self.edits[0].diff(self.mask if self.module._diff else lambda _text: "")
 
 
 def _quoted_options(params: dict) -> list[str]:

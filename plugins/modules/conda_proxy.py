@@ -315,7 +315,7 @@ def main() -> None:
     diffs = []
     for call, plan in plans:
         try:
-            outcome, _diff = plan.commit()
+            outcome = plan.commit()
         except MethodFailed as exc:
             # files of earlier methods, and of this one before the failed write, are written
             result[call.method].append(dict(exc.result, user=call.user or None))
@@ -324,7 +324,7 @@ def main() -> None:
         result[call.method].append(dict(outcome, user=call.user or None))
         result["changed"] = result["changed"] or outcome["changed"]
         if module._diff:
-            diffs.extend(edit.diff(plan.mask) for edit in plan.edits if edit.content_changes)
+            diffs.extend(plan.changed_diffs())
     if module._diff:
         result["diff"] = diffs
     module.exit_json(**result)
