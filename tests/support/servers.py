@@ -425,3 +425,167 @@ class AuthChannelServer(_ThreadServer):
     @property
     def log(self) -> list[tuple[str, bool, str]]:
         return self.httpd.log
+
+
+# --- Real conda's route (tests/integration/test_real_conda.py): who opened each connection, and as whom ---
+
+ACCOUNT_LOG_FORMAT = "%ts.%03tu %>a user=%un %rm %ru %>Hs %Ss"  # squid logformat: %un is the proxy account
+
+
+class AccountSquid(Squid):
+    """:class:`Squid` with one proxy account per entry of ``accounts`` and an access log naming the account.
+
+    Each line of :attr:`log_path` reads ``<time> <client> user=<proxy account> <method> <url> <status> <squid
+    status>``, so a test sees which account's credentials carried each request (``user=-`` when none)."""
+
+    name = "squid-accounts"
+
+    def __init__(self, accounts: dict[str, str], workdir: str | None = None) -> None:
+        first = next(iter(accounts))
+        super().__init__(first, accounts[first], workdir)
+        self.accounts = dict(accounts)
+
+    def command(self) -> list[str]:
+        argv = super().command()
+        conf = os.path.join(self.workdir, "squid.conf")
+        with open(os.path.join(self.workdir, "passwd"), "w") as handle:
+            for index, (username, password) in enumerate(sorted(self.accounts.items())):
+                handle.write("%s:%s\n" % (username, _apr1(password, "cfleet%02d" % index)))
+        with open(conf) as handle:
+            text = handle.read()
+        # A named logformat must be declared before the access_log line that uses it.
+        text = text.replace("access_log stdio:%s\n" % self.log_path,
+                            "logformat condafleet %s\naccess_log stdio:%s condafleet\n" % (ACCOUNT_LOG_FORMAT,
+                                                                                          self.log_path))
+        with open(conf, "w") as handle:
+            handle.write(text)
+        return argv
+
+    @property
+    def uid(self) -> int:
+        """The uid squid opens its outgoing connections as (``cache_effective_user`` when started as root)."""
+        import pwd
+
+        return pwd.getpwnam(_squid_user()).pw_uid if os.geteuid() == 0 else os.geteuid()
+
+    def entries(self) -> list[dict]:
+        """The access log parsed: ``client``, ``user``, ``method``, ``url``, ``status``, ``result`` per line."""
+        rows = []
+        for line in self.log().splitlines():
+            fields = line.split()
+            if len(fields) >= 7 and fields[2].startswith("user="):
+                rows.append({"client": fields[1], "user": fields[2][len("user="):], "method": fields[3],
+                             "url": fields[4], "status": fields[5], "result": fields[6]})
+        return rows
+
+
+def socket_owner_uid(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The uid owning the TCP socket ``local`` -> ``remote`` in this network namespace (``/proc/net/tcp``).
+
+    A server calls it with its peer's address as ``local`` and its own as ``remote``: on loopback both ends
+    are in the same table, so the peer's line names the account whose process opened the connection."""
+
+    def key(address: tuple[str, int]) -> str:
+        packed = socket.inet_aton(address[0])
+        return "%08X:%04X" % (int.from_bytes(packed, sys.byteorder), address[1])
+
+    want_local, want_remote = key(local), key(remote)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                lines = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 7 and fields[1].endswith(want_local) and fields[2].endswith(want_remote):
+                return int(fields[7])
+    return None
+
+
+def self_signed_certificate(tls_dir: str, common_name: str = "condafleet corporate CA") -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (the corporate CA a client must be given); returns (cert, key)."""
+    key, cert = os.path.join(tls_dir, "channel-key.pem"), os.path.join(tls_dir, "channel-ca.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=%s" % common_name, "-addext", "subjectAltName=IP:%s" % LOOPBACK],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+class ProxyOnlyChannelServer(_ThreadServer):
+    """A conda channel that serves only requests from ``only_uid``'s connections carrying known credentials.
+
+    ``credentials`` maps channel logins to passwords (each account's ``.netrc`` holds one). A request whose TCP
+    connection was opened by any other uid than ``only_uid`` (squid's) is refused with 403 before anything is
+    read, so a client that went direct fails. ``log`` records ``{path, login, peer_uid, status}`` per request
+    (``login`` is the Basic login sent, whether right or wrong; never the password). With ``tls_dir`` it speaks
+    HTTPS with a self-signed certificate at :attr:`ca_path`.
+    """
+
+    def __init__(self, root: str, credentials: dict[str, str], only_uid: int, tls_dir: str | None = None) -> None:
+        expected = {"Basic " + base64.b64encode(("%s:%s" % item).encode()).decode(): item[0]
+                    for item in credentials.items()}
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, directory=root, **kwargs)
+
+            def _answer(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                if code == 401:
+                    self.send_header("WWW-Authenticate", 'Basic realm="condafleet-channel"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _allowed(self) -> bool:
+                peer_uid = socket_owner_uid(self.client_address[:2], self.server.server_address[:2])
+                header = self.headers.get("Authorization") or ""
+                login = expected.get(header)
+                sent = None
+                if header.startswith("Basic "):
+                    try:
+                        sent = base64.b64decode(header[6:]).decode(errors="replace").split(":", 1)[0]
+                    except ValueError:
+                        sent = "<undecodable>"
+                if peer_uid != only_uid:
+                    status = 403
+                elif login is None:
+                    status = 401
+                else:
+                    status = 200
+                self.server.log.append({"path": self.path.split("?")[0], "login": sent, "peer_uid": peer_uid,
+                                        "status": status})
+                if status == 403:
+                    self._answer(403, b"direct access refused: only the proxy may connect\n")
+                elif status == 401:
+                    self._answer(401, b"channel credentials required\n")
+                return status == 200
+
+            def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+                if self._allowed():
+                    super().do_GET()
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                if self._allowed():
+                    super().do_HEAD()
+
+            def log_message(self, fmt, *args) -> None:
+                self.server.requests.append(self.path)
+
+        super().__init__(Handler)
+        self.httpd.log = []
+        self.ca_path = None
+        if tls_dir:
+            self.ca_path, key = self_signed_certificate(tls_dir)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.ca_path, key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+
+    @property
+    def log(self) -> list[dict]:
+        return self.httpd.log
+
+    @property
+    def url(self) -> str:
+        return "%s://%s:%d" % ("https" if self.ca_path else "http", LOOPBACK, self.port)
