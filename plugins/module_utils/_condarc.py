@@ -81,6 +81,8 @@ def argument_spec() -> dict:
         user=dict(type="str"),
         follow=dict(type="bool", default=False),
         backup=dict(type="bool", default=False),
+        # system scope: a literal password goes to files every account reads; refused unless this says so
+        world_readable_password=dict(type="bool", default=False, no_log=False),
     )
 
 
@@ -191,6 +193,11 @@ def _password_forms(url: str, password: str | None) -> list[str]:
 
 
 _VAR_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
+def is_var_reference(value: str) -> bool:
+    """``${NAME}``: a value conda takes from the environment when it reads the file."""
+    return bool(_VAR_REF.match(value))
 
 
 def _with_credentials(url: str, username: str | None, password: str | None) -> str:
@@ -392,6 +399,16 @@ def _comment_at(text: str, i: int) -> bool:
     return text[i] == "#" and (i == 0 or text[i - 1] in " \t")
 
 
+def _tab_error(lineno: int) -> ParseError:
+    # libyaml (PyYAML's fast parser) accepts these tabs; ruamel.yaml, which conda reads with, does not and
+    # conda then skips the whole file with a warning: refuse what conda would refuse.
+    return ParseError(
+        lineno,
+        "a tab character outside quotes, comments, block scalars and [ ]/{ } (conda's YAML reader, ruamel.yaml, "
+        "rejects it and would ignore the whole file); use spaces",
+    )
+
+
 def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
     """Advance ``st`` over ``text[i:]``; return where a comment starts, if one does."""
     n = len(text)
@@ -415,6 +432,8 @@ def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
             st.quote, st.expect, i = None, False, j + 1
             continue
         if c in " \t":
+            if c == "\t" and not st.flow:
+                raise _tab_error(lineno)
             i += 1
             continue
         if _comment_at(text, i):
@@ -432,8 +451,12 @@ def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
             i += 1
             continue
         if st.expect and c in "&!*":
+            start = i
             while i < n and text[i] not in " \t,[]{}":
                 i += 1
+            if c in "&*" and ":" in text[start:i]:
+                # ruamel.yaml reads '*a:' as an alias named 'a:' (conda fails on the file); libyaml as '*a' ':'
+                raise ParseError(lineno, "%r: put a space between an anchor or alias and ':'" % text[start:i])
             st.expect = c != "*"
             continue
         if st.flow:
@@ -451,11 +474,16 @@ def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
                 if text[j] == ":" and (j + 1 == n or text[j + 1] in " \t,[]{}"):
                     break
                 j += 1
+            if "\t" in text[i:j].rstrip(" \t"):
+                raise ParseError(lineno, "a tab inside a plain value between [ ] or { } (conda's YAML reader, "
+                                 "ruamel.yaml, rejects it); quote the value or use spaces")
             st.expect = False
             i = max(j, i + 1)
             continue
         # block context
         if st.expect and c in "|>":
+            if "\t" in text[i:].split("#", 1)[0]:
+                raise _tab_error(lineno)
             if not re.match(r"^[|>](?:[1-9][+-]?|[+-][1-9]?)?\s*(?:#.*)?$", text[i:]):
                 raise ParseError(lineno, "invalid block scalar header %r" % text[i:].strip())
             st.block_scalar = True
@@ -470,6 +498,8 @@ def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
         while j < n and not _comment_at(text, j):
             if text[j] == ":" and (j + 1 == n or text[j + 1] in " \t"):
                 break
+            if text[j] == "\t":
+                raise _tab_error(lineno)
             j += 1
         if j < n and text[j] == ":":
             st.expect = True
@@ -489,6 +519,8 @@ def _read_key(text: str, lineno: int) -> tuple:
             raise ParseError(lineno, "unterminated or unsupported quoted key")
         j = end
         while j < len(text) and text[j] in " \t":
+            if text[j] == "\t":
+                raise _tab_error(lineno)
             j += 1
         if text[j:j + 1] != ":" or (j + 1 < len(text) and text[j + 1] not in " \t"):
             raise ParseError(lineno, "expected ':' after the key")
@@ -501,6 +533,8 @@ def _read_key(text: str, lineno: int) -> tuple:
         raise ParseError(lineno, "unsupported top-level key %r" % text.strip())
     j = 0
     while j < len(text) and not _comment_at(text, j):
+        if text[j] == "\t":
+            raise _tab_error(lineno)
         if text[j] == ":" and (j + 1 == len(text) or text[j + 1] in " \t"):
             return text[:j].rstrip(" \t"), j + 1
         j += 1
@@ -516,6 +550,7 @@ def _scan_document(text: str) -> _Document:
     current = None
     st = _State()
     block_indent = None  # lines indented deeper than this belong to an opaque block scalar
+    content_indent = None  # the indentation of that block scalar's first content line
     doc_started = False
     doc_end = None
     block_scalar_lines = {}  # index -> whether that scalar keeps trailing blank lines ('|+', '>+')
@@ -525,7 +560,13 @@ def _scan_document(text: str) -> _Document:
         stripped = raw.lstrip(" \t")
         blank = stripped == ""
         indent = len(raw) - len(raw.lstrip(" "))
+        if blank and "\t" in raw and not (st.quote or st.flow) and (block_indent is None or indent <= block_indent):
+            raise _tab_error(lineno)
         if block_indent is not None:
+            if content_indent is None and not blank and indent > block_indent:
+                content_indent = indent
+            if "\t" in raw[: max(content_indent or 0, block_indent + 1)]:
+                raise _tab_error(lineno)  # a tab where a block scalar's indentation goes
             if blank or indent > block_indent:
                 block_scalar_lines[index] = block_keep
                 if not blank:
@@ -549,7 +590,9 @@ def _scan_document(text: str) -> _Document:
             raise ParseError(lineno, "content after the document end marker '...' on line %d" % (doc_end + 1))
         st = _State()
         if indent == 0:
-            if raw == "---" or raw.startswith("--- ") or raw.startswith("---\t"):
+            if raw.startswith(("---", "...")) and "\t" in raw.split(" #", 1)[0]:
+                raise _tab_error(lineno)
+            if raw == "---" or raw.startswith("--- "):
                 if entries or doc_started:
                     raise ParseError(lineno, "a second YAML document ('---'); a .condarc holds one mapping")
                 rest = raw[3:].strip()
@@ -557,7 +600,7 @@ def _scan_document(text: str) -> _Document:
                     raise ParseError(lineno, "content on the '---' line is not supported")
                 doc_started = True
                 continue
-            if raw == "..." or raw.startswith("... ") or raw.startswith("...\t"):
+            if raw == "..." or raw.startswith("... "):
                 doc_end = index
                 continue
             if raw.startswith("%"):
@@ -586,6 +629,7 @@ def _scan_document(text: str) -> _Document:
             current.end = index + 1
         if st.block_scalar:
             block_indent = indent
+            content_indent = None
             block_keep = st.block_keep
             block_scalar_lines[index] = block_keep
             st.block_scalar = False
@@ -1031,8 +1075,93 @@ def _compose(text: str, what: str) -> t.Any:
         raise ParseError(_mark_line(exc), "invalid YAML (%s): %s" % (what, problem))
     if node is not None and not isinstance(node, _yaml.MappingNode):
         raise ParseError(node.start_mark.line + 1, "the top level of a .condarc must be a mapping")
+    _reject_alias_bomb(node)
     _reject_duplicates(node, set())
+    _reject_bad_tagged_scalars(node)
     return node
+
+
+# A .condarc's aliases may repeat what an anchor names, but not without bound: nested aliases (an "alias bomb",
+# a few hundred bytes that stand for billions of nodes) make every reader that walks the values (conda itself
+# hangs on one) take forever. Anything that walks the node tree here either memoises by node or runs after this.
+MAX_EXPANDED_NODES = 100000
+
+
+def _reject_alias_bomb(root: t.Any) -> None:
+    """Refuse a document whose aliases expand to more than :data:`MAX_EXPANDED_NODES` nodes.
+
+    Iterative and memoised by node id: each distinct node is visited once, however often it is aliased.
+    """
+    if root is None:
+        return
+    size = {}  # id(node) -> its expanded size, once known
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in size and not children_done:
+            continue
+        if isinstance(node, _yaml.ScalarNode):
+            size[key] = 1
+            continue
+        children = [item for pair in node.value for item in pair] if isinstance(node, _yaml.MappingNode) else node.value
+        if not children_done:
+            size.setdefault(key, None)  # in progress: a recursive alias (PyYAML refuses those) cannot loop here
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in size)
+            continue
+        total = 1 + sum(size.get(id(child)) or 1 for child in children)
+        if total > MAX_EXPANDED_NODES:
+            raise ParseError(
+                node.start_mark.line + 1,
+                "YAML aliases here expand to more than %d values (nested aliases, an alias bomb): conda would "
+                "hang reading this file; replace the aliases with the values they stand for" % MAX_EXPANDED_NODES,
+            )
+        size[key] = total
+
+
+_STRICT_TAGS = {
+    "tag:yaml.org,2002:int": "construct_yaml_int",
+    "tag:yaml.org,2002:float": "construct_yaml_float",
+    "tag:yaml.org,2002:bool": "construct_yaml_bool",
+    "tag:yaml.org,2002:timestamp": "construct_yaml_timestamp",
+}
+
+
+def _reject_bad_tagged_scalars(root: t.Any) -> None:
+    """Refuse ``!!int abc`` and the like: libyaml composes them, conda's ruamel.yaml crashes on them."""
+    if root is None:
+        return
+    loader = None
+    seen = set()
+    stack = [root]
+    try:
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, _yaml.ScalarNode):
+                method = _STRICT_TAGS.get(node.tag)
+                if method is None:
+                    continue
+                if loader is None:
+                    loader = _yaml.SafeLoader("")
+                try:
+                    getattr(loader, method)(node)
+                except Exception:  # noqa: BLE001 -- any failure: conda's reader fails too
+                    raise ParseError(
+                        node.start_mark.line + 1,
+                        "%r is not a valid %s (conda's YAML reader fails on this file)"
+                        % (node.value[:40], node.tag.rsplit(":", 1)[-1]),
+                    )
+            elif isinstance(node, _yaml.MappingNode):
+                stack.extend(item for pair in node.value for item in pair)
+            else:
+                stack.extend(node.value)
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def _reject_duplicates(node: t.Any, seen: set) -> None:
@@ -1043,7 +1172,7 @@ def _reject_duplicates(node: t.Any, seen: set) -> None:
         keys = {}
         for key, value in node.value:
             ident = _node_key(key)
-            if ident in keys and ident != ("tag:yaml.org,2002:merge", "<<"):
+            if ident in keys:  # '<<' included: conda's ruamel.yaml refuses a repeated merge key too
                 raise ParseError(
                     key.start_mark.line + 1,
                     "duplicate key %r (first on line %d)" % (getattr(key, "value", ""), keys[ident]),
@@ -1061,15 +1190,22 @@ def _node_key(node: t.Any) -> t.Any:
     return (node.tag, id(node))
 
 
-def _node_shape(node: t.Any, depth: int = 0) -> t.Any:
-    """A comparable structure for a node (tags and values, not style)."""
+def _node_shape(node: t.Any, depth: int = 0, memo: dict | None = None) -> t.Any:
+    """A comparable structure for a node (tags and values, not style); memoised so an alias costs nothing."""
     if depth > 50:
         return "deep"
     if isinstance(node, _yaml.ScalarNode):
         return ("s", node.tag, node.value)
+    memo = {} if memo is None else memo
+    key = (id(node), depth)
+    if key in memo:
+        return memo[key]
     if isinstance(node, _yaml.SequenceNode):
-        return ("q", node.tag, [_node_shape(item, depth + 1) for item in node.value])
-    return ("m", node.tag, [(_node_shape(k, depth + 1), _node_shape(v, depth + 1)) for k, v in node.value])
+        shape = ("q", node.tag, tuple(_node_shape(item, depth + 1, memo) for item in node.value))
+    else:
+        shape = ("m", node.tag, tuple((_node_shape(k, depth + 1, memo), _node_shape(v, depth + 1, memo)) for k, v in node.value))
+    memo[key] = shape
+    return shape
 
 
 def _construct(node: t.Any) -> t.Any:
@@ -1100,7 +1236,8 @@ def _check_edit_with_pyyaml(old: t.Any, after: str, spec: CondarcSpec) -> None:
 
     def others(node):
         pairs = node.value if node is not None else []
-        return [(_node_shape(k), _node_shape(v)) for k, v in pairs if getattr(k, "value", None) not in managed]
+        memo = {}
+        return [(_node_shape(k, 0, memo), _node_shape(v, 0, memo)) for k, v in pairs if getattr(k, "value", None) not in managed]
 
     new = _compose(after, "after the edit")
     loaded = {}

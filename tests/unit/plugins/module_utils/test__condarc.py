@@ -9,8 +9,11 @@ round-trip loader, which conda uses), never only compared as strings.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
+import signal
 import subprocess
 import sys
 from urllib.parse import unquote, urlsplit
@@ -629,3 +632,158 @@ def test_property_owned_keys_anywhere_only_they_change(monkeypatch, before, use_
     loaded = yaml.safe_load(after.decode("utf-8-sig"))
     assert loaded["proxy_servers"] == dict(PROPERTY_SPEC.proxy_servers)
     assert conda_key_flag(after, "ssl_verify") == "final"
+
+
+# --------------------------------------------------------------------------------------------
+# Bounded input: YAML aliases, and what conda's ruamel.yaml refuses although libyaml accepts it
+
+
+class _TookTooLong(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def finishes_within(seconds: float):
+    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
+
+    def _expired(_signum, _frame):
+        raise _TookTooLong("took longer than %ss" % seconds)
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def alias_bomb(levels: int = 8, width: int = 15, owned: bool = False) -> bytes:
+    """A few hundred bytes whose nested aliases stand for width**levels values."""
+    lines = ["a0: &a0 [%s]" % ",".join(["x"] * width)]
+    for level in range(1, levels + 1):
+        lines.append("a%d: &a%d [%s]" % (level, level, ",".join(["*a%d" % (level - 1)] * width)))
+    lines.append("proxy_servers: *a%d" % levels if owned else "proxy_servers:\n  http: http://old:1")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("owned", [False, True], ids=["other-key", "owned-key"])
+@pytest.mark.parametrize("call", ["parse", "read", "render", "remove"])
+def test_alias_bomb_is_refused_at_once(owned, call):
+    data = alias_bomb(owned=owned)
+    assert len(data) < 700
+    calls = {
+        "parse": lambda: _condarc.parse_condarc(data),
+        "read": lambda: _condarc.read_proxy_settings(data),
+        "render": lambda: render_condarc(data, BASE),
+        "remove": lambda: render_condarc(data, ABSENT),
+    }
+    with finishes_within(1.0), pytest.raises(ParseError) as info:
+        calls[call]()
+    assert info.value.line in range(5, 10)
+    assert "alias" in str(info.value) and "conda would hang" in str(info.value)
+
+
+def test_moderate_aliases_are_still_accepted(pyyaml):
+    # conda reads anchors and aliases (ruamel.yaml); only an expansion past the bound is refused
+    before = b"base: &proxy http://p:3128\nlist: &l [a, b]\nmore: [*l, *l, *l]\n"
+    with finishes_within(1.0):
+        after = render_condarc(before, BASE)
+    assert after.startswith(before)
+    assert ruamel_load(after)["more"] == [["a", "b"]] * 3
+
+
+def test_recursive_alias_does_not_loop():
+    with finishes_within(1.0):
+        after = render_condarc(b"a: &a [x, *a]\n", BASE)
+    assert after.startswith(b"a: &a [x, *a]\n")
+
+
+# Each of these is accepted by libyaml (PyYAML's CSafeLoader, which the module composes with) and by the
+# stdlib scanner before the fix, but refused by ruamel.yaml: conda skips the file with "Ignoring
+# configuration file ... invalid yaml" (tabs) or fails with a traceback (the others), verified with
+# CONDARC=<dir>/.condarc conda config --show proxy_servers (conda 26.7, ruamel.yaml 0.19.1).
+RUAMEL_REFUSES = [
+    (b"channels:\t[defaults]\n", 1),
+    (b"a: 1\nssl_verify:\ttrue\n", 2),
+    (b"ssl_verify: \ttrue\n", 1),
+    (b"proxy_servers:\t#!final\n  http: http://p:1\n", 1),
+    (b"proxy_servers:\n  http:\thttp://p:1\n", 2),
+    (b"proxy_servers:\n  http:\t'http://p:1'\n", 2),
+    (b"ssl_verify: true\t# comment\n", 1),
+    (b"ssl_verify: true\t\n", 1),
+    (b"ssl_verify\t: true\n", 1),
+    (b"'ssl_verify'\t: true\n", 1),
+    (b"a\tb: 1\n", 1),
+    (b"x: a\tb\n", 1),
+    (b"x:\n  - a\t\n", 2),
+    (b"x: 'a'\t\n", 1),
+    (b"x: [a]\t\n", 1),
+    (b"proxy_servers: {http: http://p:1}\t\n", 1),
+    (b"x: [a,\tb]\t# c\n", 1),
+    (b"x: [a\tb]\n", 1),
+    (b"---\t\nx: 1\n", 1),
+    (b"x: &a\t1\n", 1),
+    (b"x: !!str\t1\n", 1),
+    (b"x: |\t\n  a\n", 1),
+    (b"x: 1\n \t\ny: 2\n", 2),
+    (b"x: |\n  a\n \t\n", 3),
+    (b"a: &k key\nb:\n  *k: 1\n", 3),
+    (b"b: &a {x: 1}\nc:\n  <<: *a\n  <<: *a\n", 4),
+    (b"b: !!int abc\n", 1),
+    (b"b: !!float abc\n", 1),
+    (b"b: !!bool abc\n", 1),
+]
+
+
+@pytest.mark.parametrize("before, line", RUAMEL_REFUSES)
+def test_what_conda_refuses_is_refused_with_its_line(pyyaml, before, line):
+    with pytest.raises(Exception):
+        ruamel_load(before)  # the oracle: conda's loader refuses the file
+    if not pyyaml and (b"<<" in before or b"!!" in before):
+        pytest.skip("nested duplicates and tags need PyYAML's composer; the stdlib scanner does not see them")
+    with pytest.raises(ParseError) as info:
+        render_condarc(before, BASE)
+    assert info.value.line == line
+    with pytest.raises(ParseError):
+        _condarc.read_proxy_settings(before)
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        b"channels: [a,\tb]\n",
+        b"x: {http:\thttp://p:1}\n",
+        b"channels: [\ta, b\t]\n",
+        b"channels: [a,\n\tb]\n",
+        b"x: 'a\tb'\n",
+        b"x: \"a\n\tb\"\n",
+        b"x: 1 #\tcomment\t\n",
+        b"x: |\n  a\tb\n  \tc\n",
+        b"x: 'a\n\t\n  b'\n",
+    ],
+)
+def test_tabs_conda_accepts_are_accepted(pyyaml, before):
+    ruamel_load(before)  # the oracle: conda reads these
+    after = render_condarc(before, BASE)
+    assert after.startswith(before)
+    assert plain(ruamel_load(after)["proxy_servers"]) == dict(BASE.proxy_servers)
+
+
+def test_real_conda_skips_a_file_with_a_tab_after_a_colon(tmp_path):
+    """The reason for refusing: conda itself ignores the whole file (and so the proxy in it)."""
+    import realconda  # tests/support, on sys.path from tests/conftest.py
+
+    conda = realconda.require()
+    condarc = tmp_path / ".condarc"
+    condarc.write_bytes(b"channels:\t[defaults]\nproxy_servers:\n  http: http://p:3128\n")
+    proc = subprocess.run(
+        [conda, "config", "--show", "proxy_servers", "--json"],
+        env=dict(os.environ, CONDARC=str(condarc), HOME=str(tmp_path)),
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert "Ignoring configuration file" in proc.stderr and "invalid yaml" in proc.stderr
+    assert json.loads(proc.stdout)["proxy_servers"] == {}
+    with pytest.raises(ParseError) as info:
+        render_condarc(condarc.read_bytes(), BASE)
+    assert info.value.line == 1 and "tab" in str(info.value)
