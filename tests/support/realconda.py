@@ -146,7 +146,7 @@ class PrivateEtc:
 
     def __init__(self, base: str) -> None:
         self.path = os.path.join(base, "etc")
-        subprocess.run(["cp", "-a", "/etc", self.path], check=True, capture_output=True, timeout=60)
+        copy_etc(self.path)
         # Start without any machine-wide conda or proxy setting: the test's files are the only ones.
         for leftover in ("conda", "profile.d/condafleet-proxy.sh", "environment.d/90-condafleet-proxy.conf"):
             target = os.path.join(self.path, leftover)
@@ -170,3 +170,17 @@ class PrivateEtc:
         """Where the copy holds ``path`` (an absolute path under ``/etc``) as seen from outside the namespace."""
         assert path.startswith("/etc/"), path
         return os.path.join(self.path, path[len("/etc/"):])
+
+
+def copy_etc(dest: str, attempts: int = 3) -> None:
+    """``cp -a /etc dest``, tolerating files that vanish while it copies (other jobs' lock and temp files)."""
+    import shutil
+
+    for _attempt in range(attempts):
+        proc = subprocess.run(["cp", "-a", "/etc", dest], capture_output=True, text=True, timeout=60)
+        errors = [line for line in proc.stderr.splitlines() if line.strip()]
+        if proc.returncode == 0 or all("No such file or directory" in line for line in errors):
+            if os.path.isfile(os.path.join(dest, "passwd")):
+                return
+        shutil.rmtree(dest, ignore_errors=True)
+    raise RuntimeError("could not copy /etc to %s: %s" % (dest, proc.stderr[-1000:]))

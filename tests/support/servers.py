@@ -518,7 +518,7 @@ class ProxyOnlyChannelServer(_ThreadServer):
     ``credentials`` maps channel logins to passwords (each account's ``.netrc`` holds one). A request whose TCP
     connection was opened by any other uid than ``only_uid`` (squid's) is refused with 403 before anything is
     read, so a client that went direct fails. ``log`` records ``{path, login, peer_uid, status}`` per request
-    (``login`` is the Basic login sent, whether right or wrong; never the password). With ``tls_dir`` it speaks
+    (``login`` is the Basic login sent, whether right or wrong, never the password; ``status`` the code sent). With ``tls_dir`` it speaks
     HTTPS with a self-signed certificate at :attr:`ca_path`.
     """
 
@@ -554,13 +554,19 @@ class ProxyOnlyChannelServer(_ThreadServer):
                     status = 401
                 else:
                     status = 200
-                self.server.log.append({"path": self.path.split("?")[0], "login": sent, "peer_uid": peer_uid,
-                                        "status": status})
+                # "status" becomes the code actually sent (404 for a file the channel lacks): see send_response.
+                self._entry = {"path": self.path.split("?")[0], "login": sent, "peer_uid": peer_uid, "status": status}
+                self.server.log.append(self._entry)
                 if status == 403:
                     self._answer(403, b"direct access refused: only the proxy may connect\n")
                 elif status == 401:
                     self._answer(401, b"channel credentials required\n")
                 return status == 200
+
+            def send_response(self, code, message=None) -> None:
+                if getattr(self, "_entry", None) is not None:
+                    self._entry["status"] = int(code)
+                super().send_response(code, message)
 
             def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
                 if self._allowed():
