@@ -25,9 +25,9 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from ansible.module_utils.basic import AnsibleModule
 
 METHODS = ("condarc", "env", "netrc")
-# The module of each method, and what the messages call its file.
+# The module of each method, and what the messages call its file. "ca" is conda_proxy's own (ca_certificates).
 MODULES = {"condarc": "condarc_proxy", "env": "env_proxy", "netrc": "netrc_entry"}
-_FILES = {"condarc": ".condarc", "env": "environment files", "netrc": ".netrc"}
+_FILES = {"condarc": ".condarc", "env": "environment files", "netrc": ".netrc", "ca": "corporate CA"}
 
 
 def validate_args(argument_spec: dict, args: dict, file_args: bool = False, **constraints) -> dict:
@@ -53,6 +53,8 @@ def argument_spec() -> dict:
         proxy_username=dict(type="str"),
         proxy_password=dict(type="str", no_log=True),
         ssl_verify=dict(type="raw"),
+        ca_certificates=dict(type="str"),
+        world_readable_password=dict(type="bool", default=False, no_log=False),
         final=dict(type="bool", default=False),
         netrc_entries=dict(type="list", elements="dict", default=[], options=dict(
             machine=dict(type="str"),
@@ -85,6 +87,8 @@ class MethodCall:
 
     def validated(self) -> dict:
         """The arguments as the one-method module sees them, defaults filled in; ValueError when invalid."""
+        if self.method == "ca":
+            return dict(self.args, user=self.args.get("user"), root=self.args.get("root", "/"))
         if self.method == "condarc":
             return validate_args(_condarc.argument_spec(), self.args, file_args=True,
                                  mutually_exclusive=_condarc.MUTUALLY_EXCLUSIVE, required_if=_condarc.REQUIRED_IF)
@@ -94,6 +98,8 @@ class MethodCall:
     def check(self) -> None:
         """Refuse, without touching the host, arguments the method's module would refuse (ValueError)."""
         params = self.validated()
+        if self.method == "ca":
+            return
         if self.method == "condarc":
             _condarc.spec_from_params(params)
         elif self.method == "env":
@@ -101,14 +107,42 @@ class MethodCall:
         else:
             _netrc.specs_from_params(params)
 
-    def plan(self, module: AnsibleModule) -> _methods.Plan:
-        planner = {"condarc": _methods.plan_condarc, "env": _methods.plan_env, "netrc": _methods.plan_netrc}
+    def plan(self, module: AnsibleModule, pending: t.Collection[str] = ()) -> _methods.Plan:
+        """The method's plan; ``pending``: the files of the calls planned before it (the CA ``ssl_verify`` names)."""
+        if self.method == "condarc":
+            return _methods.plan_condarc(module, self.validated(), pending)
+        planner = {"ca": _methods.plan_ca, "env": _methods.plan_env, "netrc": _methods.plan_netrc}
         return planner[self.method](module, self.validated())
 
     def describe(self, exc: Exception) -> str:
         """The failure message: which method and account, then the one-method module's message."""
         whose = " of %s" % self.user if self.user else ""
         return "%s%s: %s" % (_FILES[self.method], whose, getattr(exc, "msg", None) or str(exc))
+
+
+# Where ca_certificates goes: the system directory conda reads, or each account's ~/.conda.
+CA_NAME = "condafleet-proxy-ca.pem"
+CA_SYSTEM_PATH = "/etc/conda/" + CA_NAME
+CA_USER_PATH = "~/.conda/" + CA_NAME
+
+
+def ca_ssl_verify(params: dict) -> str | None:
+    """The ``ssl_verify`` that points conda at ``ca_certificates`` (``~/`` is expanded in each account's home)."""
+    if params.get("ca_certificates") is None:
+        return None
+    return CA_SYSTEM_PATH if params["scope"] == "system" else CA_USER_PATH
+
+
+def check_ca_certificates(params: dict) -> None:
+    """Refuse what cannot be a CA bundle, and ``ssl_verify`` beside it (ValueError)."""
+    pem = params.get("ca_certificates")
+    if pem is None:
+        return
+    if params.get("ssl_verify") not in (None, ""):
+        raise ValueError("ca_certificates and ssl_verify are mutually exclusive: ssl_verify points to the "
+                         "ca_certificates file")
+    if params["state"] == "present" and "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError("ca_certificates must hold PEM certificates (-----BEGIN CERTIFICATE-----)")
 
 
 def method_calls(params: dict) -> list[MethodCall]:
@@ -118,17 +152,25 @@ def method_calls(params: dict) -> list[MethodCall]:
     owners = [""] if params["scope"] == "system" else accounts
     shared = dict(state=params["state"], root=params["root"])
     calls = []
+    # The CA first: the .condarc's ssl_verify names it. With state=absent both go.
+    if params["ca_certificates"] is not None:
+        calls.extend(MethodCall("ca", user, dict(
+            shared, user=user or None, ca_certificates=params["ca_certificates"],
+            path=CA_SYSTEM_PATH if params["scope"] == "system" else CA_USER_PATH,
+        )) for user in owners)
     if "condarc" in params["methods"]:
         calls.extend(MethodCall("condarc", user, dict(
             shared, scope=params["scope"], user=user or None, http=params["http"], https=params["https"],
             bypass=params["bypass"], proxy_username=params["proxy_username"],
-            proxy_password=params["proxy_password"], ssl_verify=params["ssl_verify"], final=params["final"],
+            proxy_password=params["proxy_password"], ssl_verify=ca_ssl_verify(params) or params["ssl_verify"],
+            final=params["final"], world_readable_password=params["world_readable_password"],
         )) for user in owners)
     if "env" in params["methods"]:
         calls.extend(MethodCall("env", user, dict(
             shared, scope=params["scope"], user=user or None, http_proxy=params["http"],
             https_proxy=params["https"], no_proxy=params["no_proxy"], proxy_username=params["proxy_username"],
             proxy_password=params["proxy_password"], target_os=params["target_os"],
+            world_readable_password=params["world_readable_password"],
         )) for user in owners)
     if "netrc" in params["methods"] and params["netrc_entries"]:
         calls.extend(MethodCall("netrc", user, dict(shared, user=user or None, entries=params["netrc_entries"]))

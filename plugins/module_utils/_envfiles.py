@@ -102,6 +102,8 @@ def argument_spec() -> dict:
         user=dict(type="str"),
         follow=dict(type="bool", default=False),
         backup=dict(type="bool", default=False),
+        # system scope: a literal password goes to files every account reads; refused unless this says so
+        world_readable_password=dict(type="bool", default=False, no_log=False),
     )
 
 

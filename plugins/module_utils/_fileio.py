@@ -16,12 +16,15 @@ not own unless the caller allows it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
+import grp
 import os
 import pwd
-import grp
 import stat
 import tempfile
+import time
 import typing as t
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -30,6 +33,14 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
 class FileRefused(Exception):
     """The file cannot be edited safely; the message names it and says why."""
+
+
+# The largest file read: a .netrc of 10,000 entries is about 0.6 MiB. Anything bigger is refused before it is parsed.
+MAX_FILE_BYTES = 8 << 20
+# Temp files are ``.<name>.condafleet.<random>.tmp``: recognisable, so a run removes those a killed run left.
+TEMP_MARK = "condafleet"
+# How long a run waits for another run of this collection editing files in the same directory.
+LOCK_TIMEOUT = 60.0
 
 
 class Account:
@@ -49,6 +60,14 @@ class Account:
             return str(self.gid)
 
     @property
+    def groups(self) -> list[int]:
+        """The account's supplementary groups, as a login would get them."""
+        try:
+            return os.getgrouplist(self.name, self.gid)
+        except (OSError, KeyError):
+            return [self.gid]
+
+    @property
     def is_other(self) -> bool:
         """True when the module runs as another account (root configuring a user)."""
         return self.uid != os.geteuid()
@@ -63,6 +82,176 @@ def resolve_account(user: str | None) -> Account:
     if user and entry.pw_uid != os.geteuid() and os.geteuid() != 0:
         raise FileRefused("configuring user %r needs root (become: true)" % user)
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+
+def _account_of_uid(uid: int, gid: int) -> Account:
+    try:
+        entry = pwd.getpwuid(uid)
+        return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+    except KeyError:  # an owner without an account: its uid and the directory's group
+        return Account(str(uid), uid, gid, "/")
+
+
+# --------------------------------------------------------------------------------------------
+# Whose identity touches a path
+
+
+def controlling_account(path: str) -> Account | None:
+    """The account that controls the directories leading to ``path``, or ``None`` when root alone does.
+
+    Walks every component from ``/`` without following a symlink the walk has not vetted: the first
+    directory (or link) owned by an account other than root hands the path to that account, which
+    could swap anything below it; a root-owned link is followed (only root made it). A root-owned
+    directory that other accounts may write without the sticky bit is refused: anyone could swap
+    entries in it. Only meaningful when running as root; otherwise ``None`` (the kernel already
+    applies the running account's rights).
+    """
+    if os.geteuid() != 0:
+        return None
+    pending = [part for part in os.path.dirname(os.path.abspath(path)).split("/") if part]
+    current = "/"
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            current = os.path.dirname(current) or "/"
+            continue
+        if part == ".":
+            continue
+        candidate = os.path.join(current, part)
+        try:
+            info = os.lstat(candidate)
+        except OSError:
+            return None  # missing from here on: created by the identity found so far (root)
+        if info.st_uid != 0:
+            return _account_of_uid(info.st_uid, info.st_gid)
+        if stat.S_ISLNK(info.st_mode):
+            hops += 1
+            if hops > 40:
+                raise FileRefused("%s: too many levels of symbolic links" % path)
+            target = os.readlink(candidate)
+            pending = [p for p in target.split("/") if p] + pending
+            current = "/" if target.startswith("/") else current
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            return None  # not a directory: the read or the write fails with its own message
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            raise FileRefused(
+                "%s is writable by other accounts (mode %04o, no sticky bit): refusing to edit %s as root below it"
+                % (candidate, info.st_mode & 0o7777, path))
+        current = candidate
+    return None
+
+
+@contextlib.contextmanager
+def acting_as(account: Account | None) -> t.Iterator[None]:
+    """Run the block with ``account``'s uid, gid and groups as the effective identity (root only).
+
+    Every file operation inside is then checked by the kernel as if the account did it: a symlink,
+    hard link or renamed temp file the account planted can give it nothing it could not reach itself.
+    The real and saved uid stay root (the account cannot signal or trace this process), so the
+    identity is switched back afterwards. Nothing inside may import a module: the payload
+    Ansible unpacked is private to root.
+    """
+    if account is None or os.geteuid() != 0 or account.uid == 0:
+        yield
+        return
+    groups, egid = os.getgroups(), os.getegid()
+    os.setgroups(account.groups[:64])
+    os.setegid(account.gid)
+    os.seteuid(account.uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+        os.setgroups(groups)
+
+
+def identity_for(path: str, real: str | None = None) -> Account | None:
+    """Who edits ``path`` (and ``real``, the target of a link at ``path``): the first account that
+    controls either way, else root (``None``)."""
+    account = controlling_account(path)
+    if account is None and real is not None and real != path:
+        account = controlling_account(real)
+    return account
+
+
+# --------------------------------------------------------------------------------------------
+# Locks: concurrent runs of this collection editing files in one directory take turns
+
+
+class _Locks:
+    """Advisory ``flock`` locks on directories, held until :func:`release_locks`."""
+
+    held: dict = {}
+
+    @classmethod
+    def take(cls, directory: str) -> None:
+        try:
+            fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return  # the write will fail with its own message
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        if key in cls.held:
+            os.close(fd)
+            return
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    os.close(fd)
+                    raise FileRefused("another run is editing files in %s and did not finish within %d seconds"
+                                      % (directory, LOCK_TIMEOUT))
+                time.sleep(0.02)
+        cls.held[key] = fd
+
+    @classmethod
+    def release(cls) -> None:
+        for fd in cls.held.values():
+            try:
+                os.close(fd)  # closing the descriptor drops the flock
+            except OSError:
+                pass
+        cls.held = {}
+
+
+def release_locks() -> None:
+    """Let other runs edit the directories this run locked (at the end of a module run)."""
+    _Locks.release()
+
+
+def _existing_directory(path: str) -> str:
+    directory = os.path.dirname(path) or "."
+    while not os.path.isdir(directory):
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return directory
+
+
+def _remove_stale_temp_files(directory: str, name: str) -> None:
+    """Temp files of ``name`` that a killed run of this collection left (this run holds the lock)."""
+    prefix = ".%s.%s." % (name, TEMP_MARK)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for entry in names:
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(directory, entry))
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
 
 
 def resolve_target(path: str, account: Account, follow: bool) -> str:
@@ -89,10 +278,11 @@ def resolve_target(path: str, account: Account, follow: bool) -> str:
     return real
 
 
-def read_existing(path: str) -> bytes | None:
-    """The bytes of ``path``, or ``None`` when it does not exist. Never follows a symlink."""
+def read_existing(path: str, single_link: bool = False) -> bytes | None:
+    """The bytes of ``path``, or ``None`` when it does not exist. Never follows a symlink, never blocks on a
+    FIFO, refuses a file over :data:`MAX_FILE_BYTES`, and with ``single_link`` one with other hard links."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             return None
@@ -100,17 +290,49 @@ def read_existing(path: str) -> bytes | None:
             raise FileRefused("%s is a symlink; refusing to follow it" % path)
         raise FileRefused("cannot read %s: %s" % (path, exc.strerror))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise FileRefused("%s is not a regular file" % path)
+        if single_link and info.st_nlink > 1:
+            raise FileRefused("%s has %d hard links; refusing to edit a file shared with other paths as root"
+                              % (path, info.st_nlink))
+        if info.st_size > MAX_FILE_BYTES:
+            raise FileRefused("%s is %d bytes, over the %d MiB limit of the files this collection edits; "
+                              "nothing was changed" % (path, info.st_size, MAX_FILE_BYTES >> 20))
         chunks = []
+        size = 0
         while True:
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 break
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:  # grew while being read
+                raise FileRefused("%s is over the %d MiB limit of the files this collection edits; nothing was "
+                                  "changed" % (path, MAX_FILE_BYTES >> 20))
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_target(path: str, account: Account, follow: bool) -> tuple:
+    """``(real, before, identity)`` for ``path``: the file to edit (a followed link's target), its bytes, and
+    the account whose identity reads and writes it (``None``: the one running the module).
+
+    Takes this run's lock on the file's directory and removes temp files a killed run left there.
+    """
+    identity = controlling_account(path)
+    with acting_as(identity):
+        real = resolve_target(path, account, follow)
+    if identity is None and real != path:
+        identity = controlling_account(real)
+    with acting_as(identity):
+        directory = _existing_directory(real)
+        _Locks.take(directory)
+        if directory == os.path.dirname(real):
+            _remove_stale_temp_files(directory, os.path.basename(real))
+        before = read_existing(real, single_link=identity is None and os.geteuid() == 0)
+    return real, before, identity
 
 
 def ensure_directory(module: AnsibleModule, path: str, account: Account, mode: int, check_mode: bool) -> bool:
@@ -165,7 +387,8 @@ def _write_atomic(module: AnsibleModule, path: str, content: bytes) -> None:
     if not os.path.isdir(directory):
         raise FileRefused("cannot write %s: directory %s does not exist" % (path, directory))
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path), suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".%s.%s." % (os.path.basename(path), TEMP_MARK),
+                                        suffix=".tmp")
     except OSError as exc:
         raise FileRefused("cannot write %s: %s" % (path, exc.strerror))
     module.add_cleanup_file(tmp_name)
@@ -249,7 +472,9 @@ class FileEdit:
     """One file read and rendered but not written yet (see :func:`plan_edit`).
 
     A module plans every file it edits first, so that a file it cannot parse fails the task
-    before any file is written, then commits them one by one.
+    before any file is written, then commits them one by one. ``identity`` is the account whose
+    identity reads and writes the file (see :func:`read_target`); ``prune_until``: when the file is
+    removed, its parent directories that are left empty are removed too, up to that directory.
     """
 
     def __init__(
@@ -263,6 +488,8 @@ class FileEdit:
         default_mode: int | None = 0o644,
         enforce_mode: bool = False,
         make_parents: bool = False,
+        identity: Account | None = None,
+        prune_until: str | None = None,
     ) -> None:
         self.path = path
         self.real = real
@@ -273,6 +500,19 @@ class FileEdit:
         self.default_mode = default_mode
         self.enforce_mode = enforce_mode
         self.make_parents = make_parents
+        self.identity = identity
+        self.prune_until = prune_until
+        if self.content_changes:
+            self._check_writable()
+
+    def _check_writable(self) -> None:
+        """Refuse at planning time a file its identity cannot write (a directory of root's that a link in the
+        account's home leads to): the task fails before any file is written, not half-way."""
+        with acting_as(self.identity):
+            directory = _existing_directory(self.real)
+            if not os.access(directory, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+                who = self.identity.name if self.identity is not None else "the account running the module"
+                raise FileRefused("cannot write %s: %s is not writable by %s" % (self.real, directory, who))
 
     @property
     def content_changes(self) -> bool:
@@ -281,10 +521,16 @@ class FileEdit:
     def commit(self, module: AnsibleModule) -> dict:
         """Write the file (and its missing directories when ``make_parents``); the :func:`apply_edit` result."""
         dir_changed = False
-        if self.make_parents and self.after is not None:
-            dir_changed = ensure_directory(module, os.path.dirname(self.real), self.account, 0o755, module.check_mode)
-        result = apply_edit(module, self.real, self.before, self.after, self.account, self.params, self.default_mode,
-                            self.enforce_mode)
+        with acting_as(self.identity):
+            if self.make_parents and self.after is not None:
+                dir_changed = ensure_directory(module, os.path.dirname(self.real), self.account, 0o755,
+                                               module.check_mode)
+            result = apply_edit(module, self.real, self.before, self.after, self.account, self.params,
+                                self.default_mode, self.enforce_mode)
+            if self.after is None and self.before is not None and self.prune_until:
+                removed = prune_empty_directories(os.path.dirname(self.real), self.prune_until, module.check_mode)
+                if removed:
+                    result["directories_removed"] = removed
         result["changed"] = result["changed"] or dir_changed
         if self.real != self.path:
             result["link_target"] = self.real
@@ -292,6 +538,28 @@ class FileEdit:
 
     def diff(self, mask: t.Callable[[str], str]) -> dict:
         return text_diff(self.path, self.before, self.after, mask)
+
+
+def prune_empty_directories(directory: str, stop: str, check_mode: bool) -> list:
+    """Remove ``directory`` and its parents while they are empty, below ``stop`` (never ``stop`` itself).
+
+    What ``state=absent`` leaves after removing the last file a directory held: the module made those
+    directories for that file. A directory with anything left in it, or outside ``stop``, stays.
+    """
+    stop = os.path.normpath(stop)
+    removed = []
+    current = os.path.normpath(directory)
+    while current != stop and current.startswith(stop.rstrip("/") + "/"):
+        try:
+            if os.listdir(current):
+                break
+            if not check_mode:
+                os.rmdir(current)
+        except OSError:
+            break
+        removed.append(current)
+        current = os.path.dirname(current)
+    return removed
 
 
 def plan_edit(
@@ -307,6 +575,5 @@ def plan_edit(
     (``None``: no file). It raises ``ValueError`` for content it cannot parse; that
     propagates before anything is written. ``options`` are :class:`FileEdit`'s.
     """
-    real = resolve_target(path, account, bool(params.get("follow")))
-    before = read_existing(real)
-    return FileEdit(path, real, before, render(before), account, params, **options)
+    real, before, identity = read_target(path, account, bool(params.get("follow")))
+    return FileEdit(path, real, before, render(before), account, params, identity=identity, **options)

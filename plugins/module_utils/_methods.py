@@ -28,9 +28,9 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._fileio import (
     FileEdit,
     FileRefused,
     plan_edit,
-    read_existing,
+    read_target,
+    release_locks,
     resolve_account,
-    resolve_target,
 )
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -93,6 +93,8 @@ def run_module(module: AnsibleModule, planner: t.Callable[[AnsibleModule, dict],
         result = plan.commit()
     except MethodFailed as exc:
         module.fail_json(msg=exc.msg, **exc.result)
+    finally:
+        release_locks()
     if module._diff:
         result["diff"] = plan.diff()
     module.exit_json(**result)
@@ -114,7 +116,10 @@ class CondarcPlan(Plan):
         return result
 
     def _warn_readable_password(self, path: str) -> None:
-        if not self.spec.has_literal_password or self.params.get("mode") is not None or self.module.check_mode:
+        """A literal password in a file the task's own ``mode`` leaves readable by others (scope=system
+        with world_readable_password is that on purpose)."""
+        if (not self.spec.has_literal_password or self.params.get("mode") is None or self.module.check_mode
+                or self.params.get("world_readable_password")):
             return
         try:
             mode = os.stat(path).st_mode & 0o777
@@ -122,12 +127,12 @@ class CondarcPlan(Plan):
             return
         if mode & 0o077:
             self.module.warn(
-                "%s holds a proxy password and is readable by others (mode %04o); set mode: '0600' or use a "
-                "${VAR} reference for proxy_password" % (path, mode)
+                "%s holds a proxy password and is readable by others (mode %04o, as the task's mode says); "
+                "use mode: '0600' or a ${VAR} reference for proxy_password" % (path, mode)
             )
 
 
-def _check_condarc_target(spec: _condarc.CondarcSpec, path: str, root: str) -> None:
+def _check_condarc_target(spec: _condarc.CondarcSpec, path: str, root: str, pending: t.Collection[str] = ()) -> None:
     """Refuse, before anything is read or written, targets that cannot be right."""
     if spec.scope == "prefix" and not os.path.isdir(spec.prefix):
         raise FileRefused("prefix %s does not exist (scope=prefix edits an existing conda environment)" % spec.prefix)
@@ -135,14 +140,50 @@ def _check_condarc_target(spec: _condarc.CondarcSpec, path: str, root: str) -> N
     if spec.scope != "system" and root == "/" and not os.path.isdir(parent):
         raise FileRefused("cannot write %s: directory %s does not exist" % (path, parent))
     if spec.state == "present" and isinstance(spec.ssl_verify, str) and spec.ssl_verify != "truststore":
-        if not os.path.exists(_paths.under_root(root, spec.ssl_verify)):
+        ca = _paths.under_root(root, spec.ssl_verify)
+        if ca not in pending and not os.path.exists(ca):
             raise _condarc.CondarcSpecError(
                 "ssl_verify: the CA bundle %s does not exist on this host (conda would fail every request)" % spec.ssl_verify
             )
 
 
-def plan_condarc(module: AnsibleModule, params: dict) -> CondarcPlan:
-    """condarc_proxy: the ``proxy_servers`` and ``ssl_verify`` keys of one ``.condarc``."""
+_VAR_REFERENCE = "proxy_password: '${VAR}' (expanded from each account's environment; the variable must hold the " \
+    "percent-encoded password), "
+
+
+def system_password_refusal(why: str, reference: bool = True) -> str:
+    """Why scope=system with a literal proxy password is refused (``why``: who must read the files), and the ways
+    that work (``reference``: a ``${VAR}`` password is one of them)."""
+    return (
+        "scope=system with a literal proxy password: %s, so every local account could read the password. Use "
+        "%sscope=user (each account's own files, mode 0600), or world_readable_password=true to accept that every "
+        "local account can read it" % (why, _VAR_REFERENCE if reference else "")
+    )
+
+
+def condarc_mode(spec: _condarc.CondarcSpec) -> dict:
+    """The mode of a .condarc: every account must read the system file (0644, also when it was made private
+    before); an account's own file holding a literal password is private (0600) whatever mode it had."""
+    if spec.state != "present":
+        return {}
+    if spec.scope == "system":
+        return dict(default_mode=0o644, enforce_mode=True)
+    if spec.has_literal_password:
+        return dict(default_mode=0o600, enforce_mode=True)
+    return dict(default_mode=0o644)
+
+
+def _condarc_prune_stop(spec: _condarc.CondarcSpec, home: str, root: str) -> str | None:
+    """Below which directory an emptied .condarc's directories go with it: /etc for /etc/conda, the home for
+    ~/.conda and ~/.config/conda; never for an explicit path or a prefix."""
+    if spec.state != "absent" or spec.path or spec.scope == "prefix":
+        return None
+    return _paths.under_root(root, "/etc" if spec.scope == "system" else home)
+
+
+def plan_condarc(module: AnsibleModule, params: dict, pending: t.Collection[str] = ()) -> CondarcPlan:
+    """condarc_proxy: the ``proxy_servers`` and ``ssl_verify`` keys of one ``.condarc``. ``pending``: files this
+    run writes before the .condarc (conda_proxy's CA), which ``ssl_verify`` may name before they exist."""
     try:
         spec = _condarc.spec_from_params(params)
     except ValueError as exc:
@@ -156,11 +197,16 @@ def plan_condarc(module: AnsibleModule, params: dict) -> CondarcPlan:
             # conda does not expand ~ in ssl_verify: write the account's absolute path
             spec.ssl_verify = _paths.expand_home(spec.ssl_verify, account.home, "ssl_verify")
         path = _paths.under_root(root, _condarc.condarc_path(spec, account.home))
-        _check_condarc_target(spec, path, root)
+        _check_condarc_target(spec, path, root, pending)
+        if spec.scope == "system" and spec.has_literal_password and not params.get("world_readable_password"):
+            raise MethodFailed(system_password_refusal(
+                "conda needs %s readable by every account that runs conda (one only root can read makes every "
+                "non-root conda command fail with PermissionError)" % path))
         edit = plan_edit(
             path, account, params, lambda before: _condarc.render_condarc(before, spec),
-            default_mode=0o600 if spec.has_literal_password else 0o644,
             make_parents=(spec.scope == "system" or root != "/") and spec.state == "present" and not spec.path,
+            prune_until=_condarc_prune_stop(spec, account.home, root),
+            **condarc_mode(spec),
         )
     except _condarc.ParseError as exc:
         raise MethodFailed("%s: line %d: %s" % (path, exc.line, spec.mask(exc.reason)), {"path": path})
@@ -205,6 +251,15 @@ def host_os(target_os: str) -> str:
     return platform.system() if target_os == "auto" else target_os
 
 
+def _env_prune_stop(params: dict, home: str, root: str) -> str | None:
+    """Below which directory the directories of a removed environment file go when left empty: the home in user
+    scope (~/.config/fish/conf.d, ~/.config/environment.d), none for system files (/etc/fish/conf.d belongs to
+    the fish package) or an explicit path."""
+    if params["state"] != "absent" or params["path"] or params["scope"] != "user":
+        return None
+    return home
+
+
 class EnvPlan(Plan):
     def __init__(self, module, params, edits, result, mask, layout: list) -> None:
         super().__init__(module, params, edits, result, mask)
@@ -240,6 +295,10 @@ def plan_env(module: AnsibleModule, params: dict) -> EnvPlan:
     """env_proxy: the managed block of every file the shells and session managers of the OS read."""
     if params["proxy_password"]:
         module.no_log_values.update(_envfiles.secret_forms([params["proxy_password"]]))
+        if _condarc.is_var_reference(params["proxy_password"]):
+            raise MethodFailed("proxy_password is a ${VAR} reference: conda expands those in .condarc, but shells, "
+                               "PAM and launchd read environment files as values. Give the password itself "
+                               "(scope=user keeps it in each account's 0600 files), or leave the env method out")
     try:
         spec = _envfiles.spec_from_params(params)
     except ValueError as exc:
@@ -281,13 +340,18 @@ def plan_env(module: AnsibleModule, params: dict) -> EnvPlan:
                           if os.path.lexists(p)]
             targets = [(p, f, reason, owner) for p, f, reason in chosen]
 
+        literal_password = spec.state == "present" and bool(spec.secrets)
+        if (literal_password and not params["path"] and params["scope"] == "system"
+                and not params.get("world_readable_password")):
+            raise MethodFailed(system_password_refusal(
+                "every account's login reads /etc/environment and the shells' system files", reference=False), result)
+
         # Read and render every file first: a broken file fails the task before anything is written.
         for path, fmt, reason, owner in targets:
             if reason is not None:
                 layout.append(dict(path=path, format=fmt, changed=False, skipped=reason))
                 continue
-            real = resolve_target(path, owner, params["follow"])
-            before = read_existing(real)
+            real, before, identity = read_target(path, owner, params["follow"])
             try:
                 after = _envfiles.render(before, spec, fmt)
             except _envfiles.ParseError as exc:
@@ -295,7 +359,11 @@ def plan_env(module: AnsibleModule, params: dict) -> EnvPlan:
                                         % (real, exc)), result)
             except ValueError as exc:
                 raise MethodFailed(mask("%s: %s; nothing was changed" % (path, exc)), result)
-            edits.append(FileEdit(path, real, before, after, owner, params, make_parents=True))
+            # An account's own file holding a literal password is private, as its .condarc and .netrc are.
+            private = literal_password and owner is home_account
+            edits.append(FileEdit(path, real, before, after, owner, params, make_parents=True, identity=identity,
+                                  default_mode=0o600 if private else 0o644, enforce_mode=private,
+                                  prune_until=_env_prune_stop(params, home_account.home, root)))
             layout.append(fmt)
     except (FileRefused, _paths.PathError) as exc:
         raise MethodFailed(mask(str(exc)), result)
@@ -375,3 +443,31 @@ def plan_netrc(module: AnsibleModule, params: dict) -> NetrcPlan:
     except (ValueError, FileRefused) as exc:
         raise MethodFailed(str(exc), result)
     return NetrcPlan(module, params, [edit], result, mask, steps)
+
+
+# --------------------------------------------------------------------------------------------
+# The corporate CA (conda_proxy's ca_certificates)
+
+
+class CaPlan(Plan):
+    def finish(self, outcomes):
+        return dict(self.result, **outcomes[0])
+
+
+def plan_ca(module: AnsibleModule, params: dict) -> CaPlan:
+    """conda_proxy's ``ca_certificates``: the PEM file ``ssl_verify`` points to, in ``params["path"]`` (``~/``: the
+    account's home), owned by the account in its home; with ``state=absent`` the file goes, and its directory
+    when that is left empty."""
+    path = params["path"]
+    present = params["state"] == "present"
+    try:
+        account = resolve_account(params["user"])
+        path = _paths.under_root(params["root"], _paths.expand_home(path, account.home))
+        pem = params.get("ca_certificates") or ""
+        content = (pem if pem.endswith("\n") else pem + "\n").encode("utf-8") if present else None
+        stop = _paths.under_root(params["root"], account.home if params["path"].startswith("~") else "/etc")
+        edit = plan_edit(path, account, {}, lambda before: content, default_mode=0o644, enforce_mode=True,
+                         make_parents=True, prune_until=None if present else stop)
+    except (ValueError, FileRefused) as exc:
+        raise MethodFailed(str(exc), {"path": path})
+    return CaPlan(module, params, [edit], {"path": path}, lambda text: text)

@@ -74,6 +74,28 @@ options:
       - With O(scope=user), a path starting with C(~/) is each account's own (its home directory).
       - When omitted, C(ssl_verify) is neither written nor removed.
     type: raw
+  ca_certificates:
+    description:
+      - The corporate CA of a TLS-intercepting proxy, as PEM text (for example
+        C({{ lookup('ansible.builtin.file', 'corp-ca.pem') }})).
+      - Written to C(/etc/conda/condafleet-proxy-ca.pem) with O(scope=system), else to
+        C(~/.conda/condafleet-proxy-ca.pem) of each account (owned by it, with its group, written with its
+        identity), mode C(0644); C(ssl_verify) in C(.condarc) then points to it.
+      - Mutually exclusive with O(ssl_verify).
+      - With O(state=absent) and this option given (any value, even empty), that file and C(ssl_verify) are
+        removed, and C(~/.conda) or C(/etc/conda) when that leaves them empty.
+    type: str
+  world_readable_password:
+    description:
+      - With O(scope=system), a literal O(proxy_password) goes to files that every local account reads
+        (C(/etc/conda/.condarc) must be readable by every account that runs conda, C(/etc/environment) by every
+        login). That is refused unless this option is V(true), which accepts that every local account can read
+        the password.
+      - Other ways that work are a C(${VAR}) reference in O(proxy_password) (the variable must hold the
+        percent-encoded password in each account's environment) or O(scope=user), where each account's files
+        holding the password are mode C(0600).
+    type: bool
+    default: false
   final:
     description:
       - Mark the C(.condarc) keys with conda's C(#!final) so files conda reads later cannot override them
@@ -217,6 +239,26 @@ target_os:
   returned: always
   type: str
   sample: Linux
+ca:
+  description:
+    - One result per corporate CA file of O(ca_certificates) (one in system scope, one per account in user scope),
+      and with O(state=absent) per CA file removed or found absent.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    user:
+      description: The account, or V(null) for the account the module runs as.
+      type: str
+      sample: alice
+    path:
+      description: The file.
+      type: str
+      sample: /home/alice/.conda/condafleet-proxy-ca.pem
+    changed:
+      description: Whether the file (or its mode or owner) changed.
+      type: bool
+      sample: true
 condarc:
   description:
     - One result per C(.condarc) written (one in system scope, one per account in user scope), each as
@@ -298,20 +340,37 @@ netrc:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.condafleet.proxy.plugins.module_utils import _combined
+from ansible_collections.condafleet.proxy.plugins.module_utils._fileio import release_locks
 from ansible_collections.condafleet.proxy.plugins.module_utils._methods import MethodFailed, host_os
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=_combined.argument_spec(), supports_check_mode=True)
     params = module.params
-    result = dict(changed=False, target_os=host_os(params["target_os"]), edited_from="host", condarc=[], env=[], netrc=[])
-    # Plan every file of every method and account before writing any.
+    result = dict(changed=False, target_os=host_os(params["target_os"]), edited_from="host", ca=[], condarc=[], env=[],
+                  netrc=[])
+    try:
+        _combined.check_ca_certificates(params)
+    except ValueError as exc:
+        module.fail_json(msg="%s; nothing was changed on this host" % exc, **result)
+    try:
+        apply(module, params, result)
+    finally:
+        release_locks()
+    module.exit_json(**result)
+
+
+def apply(module: AnsibleModule, params: dict, result: dict) -> None:
+    """Plan every file of every method and account before writing any, then write them; fill ``result``."""
     plans = []
+    pending = set()
     for call in _combined.method_calls(params):
         try:
-            plans.append((call, call.plan(module)))
+            plan = call.plan(module, pending)
         except (MethodFailed, ValueError) as exc:
             module.fail_json(msg="%s; nothing was changed on this host" % call.describe(exc), **result)
+        plans.append((call, plan))
+        pending.update(edit.real for edit in plan.edits if edit.after is not None)
     diffs = []
     for call, plan in plans:
         try:
@@ -327,7 +386,6 @@ def main() -> None:
             diffs.extend(plan.changed_diffs())
     if module._diff:
         result["diff"] = diffs
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

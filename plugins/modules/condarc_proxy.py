@@ -118,13 +118,25 @@ options:
       - Password for the proxy, percent-encoded into every proxy URL (C(@), C(:), C(%), C(#), C(/) and spaces are
         safe). Needs O(proxy_username).
       - A C(${VAR}) reference is written as is, so conda takes the password from the environment.
-      - Never shown in results, diffs or logs. A new file holding a literal password gets mode C(0600).
+      - Never shown in results, diffs or logs. A file other than the system one holding a literal password gets
+        mode C(0600), whatever mode it had.
+      - With O(scope=system) a literal password is refused unless O(world_readable_password=true).
     type: str
+  world_readable_password:
+    description:
+      - conda needs the system C(.condarc) readable by every account that runs conda (a file only root can read
+        makes every non-root conda command fail with C(PermissionError)), so a literal O(proxy_password) there is
+        readable by every local account. With O(scope=system) that is refused unless this is V(true).
+      - The ways that keep the password private are a C(${VAR}) reference in O(proxy_password) (the variable
+        must hold the percent-encoded password in each account's environment) and O(scope=user).
+    type: bool
+    default: false
   mode:
     type: raw
     description:
-      - Permissions of the file. A new file gets C(0644), or C(0600) when it holds a literal password. An existing
-        file keeps its mode unless this is set.
+      - Permissions of the file. A new file gets C(0644). A file holding a literal password gets C(0600), and the
+        system file (O(scope=system)) C(0644), whatever mode they had. Other existing files keep their mode unless
+        this is set.
 notes:
   - conda reads several files and later ones win per key; see the role C(condafleet.proxy.conda_proxy) for
     the whole picture. C(proxy_servers) wins per scheme over C(http_proxy)/C(https_proxy) environment variables.

@@ -89,8 +89,16 @@ options:
     description:
       - Password for the proxy, percent-encoded into O(http_proxy) and O(https_proxy). Needs O(proxy_username).
       - Never shown in results, diffs or logs; every encoded form is masked too.
-      - With O(scope=system) the files are readable by every local account, so is the password.
+      - With O(scope=system) the files are readable by every local account, and so would be the password. That is
+        refused unless O(world_readable_password=true). A C(${VAR}) reference is not a literal password.
+      - With O(scope=user) (or a O(path) in the home), every file holding the password gets mode C(0600).
     type: str
+  world_readable_password:
+    description:
+      - Accept that with O(scope=system) a literal O(proxy_password), or a password inside a proxy URL, is
+        readable by every local account (every login reads those files).
+    type: bool
+    default: false
   scope:
     description:
       - V(system) configures every account of the host; V(user) the files in the home of O(user).

@@ -52,7 +52,7 @@ def sandbox(tmp_path):
 def args(root, **extra):
     base = dict(http=PROXY, https=PROXY, no_proxy=["localhost", ".corp.example"], bypass=["conda.corp.example"],
                 proxy_username="fleet", proxy_password=PASSWORD, netrc_entries=ENTRIES, root=str(root),
-                target_os="Linux")
+                target_os="Linux", world_readable_password=True)
     base.update(extra)
     return base
 
@@ -64,12 +64,13 @@ def one_method_modules(root, state="present", scope="system", users=("",)):
     for user in own:
         res = call_module("condarc_proxy", dict(shared, scope=scope, http=PROXY, https=PROXY, user=user or None,
                                                 bypass=["conda.corp.example"], proxy_username="fleet",
-                                                proxy_password=PASSWORD))
+                                                proxy_password=PASSWORD, world_readable_password=True))
         assert not res.get("failed"), res
     for user in own:
         res = call_module("env_proxy", dict(shared, scope=scope, http_proxy=PROXY, https_proxy=PROXY,
                                             user=user or None, no_proxy=["localhost", ".corp.example"],
-                                            proxy_username="fleet", proxy_password=PASSWORD, target_os="Linux"))
+                                            proxy_username="fleet", proxy_password=PASSWORD, target_os="Linux",
+                                            world_readable_password=True))
         assert not res.get("failed"), res
     for user in users:
         res = call_module("netrc_entry", dict(shared, user=user or None, entries=ENTRIES))

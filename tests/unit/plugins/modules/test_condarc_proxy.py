@@ -197,18 +197,53 @@ def test_password_reference_is_kept_and_file_not_private(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
-def test_readable_existing_file_with_password_warns(tmp_path, capfd):
+def test_readable_existing_file_with_password_becomes_private(tmp_path, capfd):
+    """An account's .condarc holding a literal password is 0600 whatever mode it had; a mode the task asks for
+    that others can read is honoured, with a warning."""
     path = tmp_path / ".condarc"
     path.write_bytes(b"channels: [a]\n")
     os.chmod(str(path), 0o644)
     result = run(path, http="http://proxy:3128", proxy_username="u", proxy_password="s3cret-pw")
-    warned = capfd.readouterr().err + json.dumps(result.get("warnings", []))
-    assert "holds a proxy password and is readable by others (mode 0644)" in warned
-    assert "s3cret-pw" not in json.dumps(result) + warned
-    quiet = run(path, http="http://proxy:3128", proxy_username="u", proxy_password="s3cret-pw", mode="0600")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert quiet["attributes_changed"]["mode"] == "0600"
-    assert "readable by others" not in capfd.readouterr().err + json.dumps(quiet.get("warnings", []))
+    assert result["attributes_changed"]["mode"] == "0600"
+    assert "readable by others" not in capfd.readouterr().err + json.dumps(result.get("warnings", []))
+    loose = run(path, http="http://proxy:3128", proxy_username="u", proxy_password="s3cret-pw", mode="0644")
+    warned = capfd.readouterr().err + json.dumps(loose.get("warnings", []))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert "holds a proxy password and is readable by others (mode 0644" in warned
+    assert "s3cret-pw" not in json.dumps(loose) + warned
+
+
+def test_system_scope_with_a_literal_password_is_refused_unless_world_readable(tmp_path):
+    """conda needs /etc/conda/.condarc readable by every account: a password there is everybody's."""
+    refused = call_module("condarc_proxy", dict(scope="system", root=str(tmp_path), http="http://proxy:3128",
+                                                proxy_username="u", proxy_password="s3cret-pw"))
+    assert refused["failed"] and "PermissionError" in refused["msg"] and "world_readable_password" in refused["msg"]
+    assert "s3cret-pw" not in json.dumps(refused) and not (tmp_path / "etc").exists()
+    system = tmp_path / "etc/conda/.condarc"
+    system.parent.mkdir(parents=True)
+    system.write_bytes(b"channels: [a]\n")
+    os.chmod(str(system), 0o600)  # made private by an earlier version: conda fails for every other account
+    done = call_module("condarc_proxy", dict(scope="system", root=str(tmp_path), http="http://proxy:3128",
+                                             proxy_username="u", proxy_password="s3cret-pw",
+                                             world_readable_password=True))
+    assert not done.get("failed") and stat.S_IMODE(system.stat().st_mode) == 0o644, done
+    reference = call_module("condarc_proxy", dict(scope="system", root=str(tmp_path / "ref"), http="http://proxy:3128",
+                                                  proxy_username="u", proxy_password="${PROXY_PW}"))
+    assert not reference.get("failed") and reference["changed"], reference
+
+
+def test_absent_removes_the_system_directory_it_left_empty(tmp_path):
+    args = dict(scope="system", root=str(tmp_path), http="http://proxy:3128")
+    assert call_module("condarc_proxy", args)["changed"]
+    gone = call_module("condarc_proxy", dict(args, state="absent"))
+    assert gone["changed"] and gone["directories_removed"] == [str(tmp_path / "etc/conda")]
+    assert os.listdir(str(tmp_path / "etc")) == []
+    (tmp_path / "etc/conda").mkdir()
+    (tmp_path / "etc/conda/condarc.d").mkdir()
+    assert call_module("condarc_proxy", args)["changed"]
+    assert "directories_removed" not in call_module("condarc_proxy", dict(args, state="absent"))
+    assert (tmp_path / "etc/conda/condarc.d").is_dir()
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def sandbox(tmp_path):
 def args(root, **extra):
     base = dict(http_proxy="http://proxy.example:3128", https_proxy="http://proxy.example:3128",
                 no_proxy=["localhost", "127.0.0.1", ".corp.example"], proxy_username="fleet",
-                proxy_password=PASSWORD, root=str(root), target_os="Linux")
+                proxy_password=PASSWORD, root=str(root), target_os="Linux", world_readable_password=True)
     base.update(extra)
     return base
 
@@ -141,7 +141,8 @@ def test_forced_darwin_with_root_and_the_launchd_script_sets_exact_values(tmp_pa
     root = tmp_path / "mac"
     hostile = "v'a\"l $(id) `id` ;\\ é"
     result = call_module("env_proxy", dict(target_os="Darwin", root=str(root), http_proxy="http://p:3128",
-                                           proxy_username="u", proxy_password=PASSWORD, extra={"CF_X": hostile}))
+                                           proxy_username="u", proxy_password=PASSWORD, extra={"CF_X": hostile},
+                                           world_readable_password=True))
     assert not result.get("failed"), result
     assert sorted(os.path.relpath(f["path"], str(root)) for f in result["files"]) == [
         "Library/LaunchAgents/com.condafleet.proxy.plist", "etc/profile", "etc/zshenv"]
@@ -162,7 +163,7 @@ def test_forced_darwin_with_root_and_the_launchd_script_sets_exact_values(tmp_pa
     url = "http://u:%s@p:3128" % ENCODED
     assert calls == [["setenv", "http_proxy", url], ["setenv", "HTTP_PROXY", url], ["setenv", "CF_X", hostile]]
     assert call_module("env_proxy", dict(target_os="Darwin", root=str(root), http_proxy="http://p:3128",
-                                         proxy_username="u", proxy_password=PASSWORD,
+                                         proxy_username="u", proxy_password=PASSWORD, world_readable_password=True,
                                          extra={"CF_X": hostile}))["changed"] is False
     gone = call_module("env_proxy", dict(state="absent", target_os="Darwin", root=str(root)))
     assert gone["changed"] and not (root / "Library/LaunchAgents/com.condafleet.proxy.plist").exists()
@@ -223,3 +224,32 @@ def test_symlink_into_a_file_the_user_does_not_own_is_refused(tmp_path):
     assert result["failed"] and "symlink" in result["msg"]
     assert victim.read_bytes() == b"root only\n"
     assert not (home / ".zshenv").exists()
+
+
+def test_system_scope_with_a_literal_password_is_refused_unless_world_readable(sandbox):
+    """Every account's login reads the system files: a password there is every local account's to read."""
+    before = tree(sandbox)
+    result = call_module("env_proxy", args(sandbox, world_readable_password=False))
+    assert result["failed"] and "world_readable_password=true" in result["msg"] and "scope=user" in result["msg"]
+    assert PASSWORD not in json.dumps(result) and ENCODED not in json.dumps(result)
+    assert tree(sandbox) == before
+    # Environment files hold values: a ${VAR} would be sent to the proxy as those characters.
+    reference = call_module("env_proxy", args(sandbox, world_readable_password=False, proxy_password="${PROXY_PW}"))
+    assert reference["failed"] and "${VAR} reference" in reference["msg"], reference
+    assert tree(sandbox) == before
+
+
+def test_user_scope_files_holding_a_password_are_private(tmp_path):
+    """A literal password in an account's own files: 0600, also for a ~/.profile that was 0644."""
+    home = tmp_path / ME.pw_dir.lstrip("/")
+    home.mkdir(parents=True)
+    (home / ".profile").write_bytes(b"# ~/.profile\n")
+    os.chmod(home / ".profile", 0o644)
+    result = call_module("env_proxy", args(tmp_path, scope="user", world_readable_password=False))
+    assert not result.get("failed"), result
+    written = [f for f in result["files"] if "skipped" not in f]
+    assert written and all(stat.S_IMODE(os.stat(f["path"]).st_mode) == 0o600 for f in written), written
+    no_password = call_module("env_proxy", args(tmp_path / "other", scope="user", proxy_password=None,
+                                                 proxy_username=None))
+    assert all(stat.S_IMODE(os.stat(f["path"]).st_mode) == 0o644
+               for f in no_password["files"] if "skipped" not in f)
