@@ -139,7 +139,15 @@ options:
         this is set.
 notes:
   - conda reads several files and later ones win per key; see the role C(condafleet.proxy.conda_proxy) for
-    the whole picture. C(proxy_servers) wins per scheme over C(http_proxy)/C(https_proxy) environment variables.
+    the whole picture.
+  - C(proxy_servers) does not always win over the C(http_proxy)/C(https_proxy) environment variables. conda fetches
+    a channel's C(repodata.json.zst) without its proxies, and requests then lets an environment proxy override
+    C(proxy_servers) for that request, scheme by scheme; package downloads use C(proxy_servers), with the variables
+    filling only the schemes it lacks. Keep the variables and this file on the same proxy and credentials (or unset
+    the variables), and check with M(condafleet.proxy.conda_proxy_info), which fails naming such a conflict.
+  - A C(${VAR}) reference in a proxy URL is expanded by conda and the URL is parsed afterwards, so the variable must
+    hold the percent-encoded password (a raw C(p@ss:w/rd) makes conda fail with C(InvalidURL)). An unset variable
+    stays literal, the proxy answers 407 and conda prompts for credentials.
   - conda ignores C(#!final) when comment lines directly follow a scalar value (ruamel.yaml attaches them to the
     marker), so a C(ssl_verify) line followed by comments is moved to the end of the file when O(final=true).
   - Comments inside the C(proxy_servers) block and on its key line belong to the managed value and are replaced
