@@ -17,6 +17,7 @@ from ansible.plugins.action.normal import ActionModule as NormalAction
 from ansible_collections.condafleet.proxy.plugins.module_utils import _combined
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
 from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import (
+    FORCE_VAR,
     on_controller,
     refuse_root,
     run_action,
@@ -51,6 +52,11 @@ class ActionModule(NormalAction):
         # Every option the methods' plugins would refuse is refused before the first of them writes anything.
         try:
             params = validate_args(_combined.argument_spec(), dict(self._task.args))
+            if params["ca_certificates"] is not None:
+                raise ValueError("ca_certificates is written by the module on the hosts that run it; when the files "
+                                 "are edited from the controller (Windows hosts, %s) copy the CA with "
+                                 "ansible.windows.win_copy or ansible.builtin.copy and give its path in ssl_verify"
+                                 % FORCE_VAR)
             calls = _combined.method_calls(params)
             refuse_root(params)
             refused = _windows_refusals(params) if host.windows else []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ansible_collections.condafleet.proxy.plugins.module_utils import _condarc
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
+from ansible_collections.condafleet.proxy.plugins.module_utils._methods import refuse_system_password
 from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import ControllerFileEdit, HostKind
 
 WINDOWS_SYSTEM_DIR = "C:\\ProgramData\\conda"
@@ -33,7 +34,10 @@ class ActionModule(ControllerFileEdit):
         return "~/" + _condarc.CONDARC_NAME
 
     def resolve(self, params: dict, host: HostKind) -> dict:
-        """conda does not expand ``~`` in ``ssl_verify``: write the account's home, as the module does."""
+        """conda does not expand ``~`` in ``ssl_verify``: write the account's home, as the module does. A literal
+        password in the system file is refused as the module refuses it."""
+        refuse_system_password("condarc", params, _condarc.spec_from_params(params).has_literal_password,
+                               self.default_path(params, host))
         ssl_verify = params.get("ssl_verify")
         if isinstance(ssl_verify, str) and ssl_verify.startswith("~"):
             if host.windows:

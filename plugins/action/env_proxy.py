@@ -20,6 +20,7 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import 
     spec_from_params,
     variables_from_params,
 )
+from ansible_collections.condafleet.proxy.plugins.module_utils._methods import refuse_system_password
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
 from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import (
     masked,
@@ -57,6 +58,8 @@ class ActionModule(NormalAction):
             if params.get("user") and params["scope"] == "user":
                 raise ValueError("on Windows, user-level variables can only be set for the connecting account: "
                                  "connect as %s instead of using user" % params["user"])
+            spec = spec_from_params(params)
+            refuse_system_password("env", params, params["state"] == "present" and bool(spec.secrets))
             module_args = windows_environment_args(params)
         except ValueError as exc:
             return dict(result, failed=True, msg=mask_secrets(to_native(exc)))

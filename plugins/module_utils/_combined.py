@@ -101,9 +101,11 @@ class MethodCall:
         if self.method == "ca":
             return
         if self.method == "condarc":
-            _condarc.spec_from_params(params)
+            spec = _condarc.spec_from_params(params)
+            _methods.refuse_system_password("condarc", params, spec.has_literal_password)
         elif self.method == "env":
-            _envfiles.spec_from_params(params)
+            spec = _envfiles.spec_from_params(params)
+            _methods.refuse_system_password("env", params, spec.state == "present" and bool(spec.secrets))
         else:
             _netrc.specs_from_params(params)
 

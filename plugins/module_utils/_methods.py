@@ -161,6 +161,21 @@ def system_password_refusal(why: str, reference: bool = True) -> str:
     )
 
 
+def refuse_system_password(method: str, params: dict, literal_password: bool, path: str = "") -> None:
+    """Raise ValueError when scope=system would write a literal password to files every account reads, unless
+    ``world_readable_password`` says so (``method``: condarc or env; ``path``: the system .condarc)."""
+    if (params.get("scope") != "system" or params.get("path") or not literal_password
+            or params.get("state", "present") != "present" or params.get("world_readable_password")):
+        return
+    if method == "condarc":
+        raise ValueError(system_password_refusal(
+            "conda needs %s readable by every account that runs conda (one only root can read makes every "
+            "non-root conda command fail with PermissionError)" % (path or "the system .condarc")))
+    raise ValueError(system_password_refusal(
+        "every account's login reads /etc/environment and the shells' system files (on Windows, the machine "
+        "environment)", reference=False))
+
+
 def condarc_mode(spec: _condarc.CondarcSpec) -> dict:
     """The mode of a .condarc: every account must read the system file (0644, also when it was made private
     before); an account's own file holding a literal password is private (0600) whatever mode it had."""
@@ -198,10 +213,7 @@ def plan_condarc(module: AnsibleModule, params: dict, pending: t.Collection[str]
             spec.ssl_verify = _paths.expand_home(spec.ssl_verify, account.home, "ssl_verify")
         path = _paths.under_root(root, _condarc.condarc_path(spec, account.home))
         _check_condarc_target(spec, path, root, pending)
-        if spec.scope == "system" and spec.has_literal_password and not params.get("world_readable_password"):
-            raise MethodFailed(system_password_refusal(
-                "conda needs %s readable by every account that runs conda (one only root can read makes every "
-                "non-root conda command fail with PermissionError)" % path))
+        refuse_system_password("condarc", params, spec.has_literal_password, path)
         edit = plan_edit(
             path, account, params, lambda before: _condarc.render_condarc(before, spec),
             make_parents=(spec.scope == "system" or root != "/") and spec.state == "present" and not spec.path,
@@ -341,10 +353,10 @@ def plan_env(module: AnsibleModule, params: dict) -> EnvPlan:
             targets = [(p, f, reason, owner) for p, f, reason in chosen]
 
         literal_password = spec.state == "present" and bool(spec.secrets)
-        if (literal_password and not params["path"] and params["scope"] == "system"
-                and not params.get("world_readable_password")):
-            raise MethodFailed(system_password_refusal(
-                "every account's login reads /etc/environment and the shells' system files", reference=False), result)
+        try:
+            refuse_system_password("env", params, literal_password)
+        except ValueError as exc:
+            raise MethodFailed(str(exc), result)
 
         # Read and render every file first: a broken file fails the task before anything is written.
         for path, fmt, reason, owner in targets:

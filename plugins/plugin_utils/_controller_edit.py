@@ -144,7 +144,10 @@ class ControllerFileEdit(NormalAction):
             # The option's own default is the POSIX one; a path the task did not give follows the host's OS.
             path = self._task.args.get("path") or self.default_path(params, host)
             path = host.expand_home(path, params.get("user"))
-            before = self._read(path, host, task_vars)
+            if params.get("user") and params.get("backup") and not host.windows:
+                raise ValueError("backup cannot be used with user when the files are edited from the controller: "
+                                 "the copy runs as root, in a directory the account controls")
+            before = self._read(path, host, task_vars, params.get("user"))
             after = self.render(before, params)
         except ValueError as exc:
             return self._finish(dict(result, failed=True, msg=self.mask(to_native(exc))), params)
@@ -184,7 +187,9 @@ class ControllerFileEdit(NormalAction):
             "after": _text(after),
         }
 
-    def _read(self, path: str, host: HostKind, task_vars: dict) -> bytes | None:
+    def _read(self, path: str, host: HostKind, task_vars: dict, user: str | None = None) -> bytes | None:
+        if user and not host.windows:
+            return self._read_as(path, user, task_vars)
         res = self._execute_module(module_name=host.slurp, module_args={"src": path}, task_vars=task_vars)
         if res.get("failed"):
             msg = to_native(res.get("msg", ""))
@@ -192,6 +197,20 @@ class ControllerFileEdit(NormalAction):
                 return None
             raise ValueError("cannot read %s: %s" % (path, msg))
         return base64.b64decode(res["content"])
+
+    def _read_as(self, path: str, user: str, task_vars: dict) -> bytes | None:
+        """Read an account's file on a POSIX host with that account's identity (``setpriv``), bounded in time:
+        a symlink it planted to one of root's files, or a FIFO, gives it nothing (``slurp`` runs as root)."""
+        script = ('exec timeout 20 setpriv --reuid="$1" --regid="$(id -g -- "$1")" --init-groups -- '
+                  'sh -c \'test -e "$1" || exit 3; test -f "$1" || { echo "not a regular file" >&2; exit 4; }; '
+                  'exec base64 -- "$1"\' sh "$2"')
+        res = self._execute_module(module_name="ansible.legacy.command",
+                                   module_args={"argv": ["sh", "-c", script, "sh", user, path]}, task_vars=task_vars)
+        if res.get("rc") == 3:
+            return None
+        if res.get("rc") != 0:
+            raise ValueError("cannot read %s as %s: %s" % (path, user, to_native(res.get("stderr") or res.get("msg"))))
+        return base64.b64decode(res.get("stdout", ""))
 
     def _write(self, path: str, after: bytes | None, params: dict, host: HostKind, task_vars: dict) -> dict:
         if after is None:

@@ -35,6 +35,7 @@ def role_vars(root: str, family: str, **extra) -> dict:
         "conda_proxy_http": "http://proxy.corp.example:3128",
         "conda_proxy_username": "fleet",
         "conda_proxy_password": PASSWORD,
+        "conda_proxy_world_readable_password": True,
         "conda_proxy_no_proxy": ["localhost", ".corp.example"],
         "conda_proxy_bypass": ["mirror.corp.example"],
         "conda_proxy_lock": True,
@@ -148,13 +149,22 @@ def test_check_mode_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path
     assert files_under(sandbox) == original
 
 
-def test_per_account_ca_under_a_sandbox_root_is_refused_with_a_message(tmp_path, sandbox):
+def test_per_account_ca_under_a_sandbox_root_goes_to_the_home_in_the_sandbox(tmp_path, sandbox):
+    """The module writes the CA itself: in user scope, ~/.conda of the account inside the sandbox root, named by
+    ssl_verify as the path seen from inside it; absent removes both."""
     ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     original = files_under(sandbox)
     stats, raw = play(tmp_path, role_vars(sandbox, "Linux", conda_proxy_scope="user", conda_proxy_ca_bundle=str(ca)))
-    assert stats["failures"] == 1, raw
-    assert "conda_proxy_ca_bundle with conda_proxy_scope=user cannot be combined with conda_proxy_root" in raw
+    assert stats["failures"] == 0, raw
+    deployed = os.path.join(sandbox, HOME.lstrip("/"), ".conda", "condafleet-proxy-ca.pem")
+    with open(deployed) as handle:
+        assert handle.read() == ca.read_text()
+    with open(os.path.join(sandbox, HOME.lstrip("/"), ".condarc")) as handle:
+        assert "ssl_verify: %s/.conda/condafleet-proxy-ca.pem" % HOME in handle.read()
+    stats, raw = play(tmp_path, role_vars(sandbox, "Linux", conda_proxy_scope="user", conda_proxy_ca_bundle=str(ca),
+                                          conda_proxy_state="absent"))
+    assert stats["failures"] == 0, raw
     assert files_under(sandbox) == original
 
 

@@ -187,7 +187,8 @@ def test_netrc_refused_arguments_fail_before_touching_the_host(args, message):
 
 
 ENV_ARGS = {"http_proxy": "http://proxy.corp.example:3128", "https_proxy": "http://proxy.corp.example:3128",
-            "no_proxy": [".corp.example", "localhost"], "proxy_username": "fleet", "proxy_password": SECRET}
+            "no_proxy": [".corp.example", "localhost"], "proxy_username": "fleet", "proxy_password": SECRET,
+            "world_readable_password": True}
 
 
 def test_env_sets_machine_variables_in_both_cases_with_encoded_credentials():
@@ -229,7 +230,7 @@ CONDARC_ARGS = {"http": "http://proxy.corp.example:3128", "https": "http://proxy
 
 @pytest.mark.parametrize("extra,path", [
     ({}, "%USERPROFILE%\\.condarc"),
-    ({"scope": "system", "final": True}, "C:\\ProgramData\\conda\\.condarc"),
+    ({"scope": "system", "final": True, "world_readable_password": True}, "C:\\ProgramData\\conda\\.condarc"),
     ({"user": "bob"}, "C:\\Users\\bob\\.condarc"),
     ({"scope": "prefix", "prefix": "C:\\envs\\py311"}, "C:\\envs\\py311\\.condarc"),
 ])
@@ -239,7 +240,7 @@ def test_condarc_paths_and_bytes_match_the_posix_module(extra, path, tmp_path):
     result = run_action("condarc_proxy", args, host, diff=True)
     assert result["changed"] and not result.get("failed"), result
     assert result["path"] == path
-    posix_args = {k: v for k, v in args.items() if k not in ("scope", "prefix", "user")}
+    posix_args = {k: v for k, v in args.items() if k not in ("scope", "prefix", "user", "world_readable_password")}
     assert host.files[path] == written_by_posix_module("condarc_proxy", dict(posix_args, mode="0644"), tmp_path)
     assert SECRET not in repr(result) and "p%40ss" not in repr(result)
     assert result["proxy_servers"]["https"] == "http://fleet:********@proxy.corp.example:3128"
@@ -317,7 +318,7 @@ def test_netrc_entries_mixed_with_machine_are_refused_without_a_write():
 
 COMBINED_ARGS = {"http": "http://proxy.corp.example:3128", "https": "http://proxy.corp.example:3128",
                  "no_proxy": ["localhost", ".corp.example"], "proxy_username": "fleet", "proxy_password": SECRET,
-                 "netrc_entries": NETRC_ENTRIES}
+                 "netrc_entries": NETRC_ENTRIES, "world_readable_password": True}
 
 
 def test_conda_proxy_applies_the_three_methods_as_the_one_method_plugins_do():
@@ -327,10 +328,11 @@ def test_conda_proxy_applies_the_three_methods_as_the_one_method_plugins_do():
     assert result["edited_from"] == "controller" and result["target_os"] == "Windows"
     assert [r["user"] for r in result["condarc"] + result["env"] + result["netrc"]] == [None, None, None]
     run_action("condarc_proxy", {"scope": "system", "http": COMBINED_ARGS["http"], "https": COMBINED_ARGS["https"],
-                                 "proxy_username": "fleet", "proxy_password": SECRET}, reference)
+                                 "proxy_username": "fleet", "proxy_password": SECRET,
+                                 "world_readable_password": True}, reference)
     run_action("env_proxy", {"http_proxy": COMBINED_ARGS["http"], "https_proxy": COMBINED_ARGS["https"],
                              "no_proxy": COMBINED_ARGS["no_proxy"], "proxy_username": "fleet",
-                             "proxy_password": SECRET}, reference)
+                             "proxy_password": SECRET, "world_readable_password": True}, reference)
     run_action("netrc_entry", {"entries": NETRC_ENTRIES}, reference)
     assert host.files == reference.files and host.env == reference.env
     assert set(host.files) == {"C:\\ProgramData\\conda\\.condarc", "%USERPROFILE%\\_netrc"}
@@ -347,6 +349,8 @@ def test_conda_proxy_applies_the_three_methods_as_the_one_method_plugins_do():
     ({"target_os": "Linux"}, "target_os cannot be used on Windows hosts"),
     ({"netrc_entries": [{"machine": "a.example", "default": True}]}, ".netrc: "),
     ({"http": "ftp://proxy.corp.example:21"}, ".condarc: "),
+    ({"world_readable_password": False}, "world_readable_password=true"),
+    ({"ca_certificates": "-----BEGIN CERTIFICATE-----"}, "ca_certificates is written by the module"),
 ])
 def test_conda_proxy_refuses_before_the_first_method_writes(extra, message):
     """What a later method would refuse fails the task before an earlier one has written anything."""
