@@ -8,14 +8,18 @@ Steps (no root, no existing proxy, nothing outside 127.0.0.1 and a temporary wor
 1. ``ansible-galaxy collection build`` this checkout and install the tarball offline into
    ``<work>/collections`` -- the playbook sees only that installed copy.
 2. Start a real proxy on 127.0.0.1 that requires Basic auth (tinyproxy when installed, else proxy.py
-   from the venv) and a conda-style channel on 127.0.0.1 that requires its own Basic credentials and
-   refuses requests that did not come through a proxy.
+   from the venv) and a conda channel on 127.0.0.1 holding one tiny package, which requires its own
+   Basic credentials and refuses requests that did not come through a proxy. A direct request with the
+   right credentials is really made, and its refusal shown.
 3. Run demo/playbook.yml twice (condarc_proxy, env_proxy, netrc_entry on ``<work>/home``); the second
    run must report ``changed=0``.
 4. From a fresh login shell of that home (``env -i HOME=<home> ... bash -l``): curl with the proxy
-   variables from ~/.profile and ``--netrc`` fetches ``<channel>/noarch/repodata.json``; a Python
-   snippet doing what conda does (~/.condarc ``proxy_servers`` + ~/.netrc) fetches it too.
-5. The proxy log shows both requests and the channel saw both arrive through the proxy.
+   variables from ~/.profile and ``--netrc`` fetches ``<channel>/noarch/repodata.json``; then real conda
+   (built once from ``../shared/real-conda`` when that folder is there) runs ``conda search`` and
+   ``conda create`` of the package. Without it, a Python snippet doing what conda does (~/.condarc
+   ``proxy_servers`` + ~/.netrc, demo/conda_like_fetch.py) fetches the repodata instead; the summary
+   says which of the two ran.
+5. The proxy log shows the requests and the channel saw them arrive through the proxy.
 
 It prints a short summary without secrets, stops everything it started by pid (also on failure or
 SIGTERM) and exits non-zero when any check fails. ``--json FILE`` writes the outcome for tests.
@@ -41,11 +45,15 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "support"))
 
-from servers import AuthChannelServer, ProxyPy, TinyProxy, write_channel  # noqa: E402
+import realconda  # noqa: E402
+from servers import AuthChannelServer, ProxyPy, TinyProxy  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 CHANNEL = "fleet-channel"
 REPODATA = "/%s/noarch/repodata.json" % CHANNEL
+TARBALL = "/%s/noarch/%s-1.0-0.tar.bz2" % (CHANNEL, realconda.PACKAGE)
+REAL_CONDA = "real conda"
+CONDA_LIKE = "conda-like fetch"
 LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -128,12 +136,15 @@ def playbook(env: dict, work: str, vars_file: str, secrets_: Secrets, run_no: in
     return numbers
 
 
-def login_shell_check(home: str, url: str) -> dict:
+def login_shell_check(home: str, url: str, conda: dict, work: str) -> dict:
     """Source demo/login_check.sh in a fresh login shell of ``home``; returns its key=value lines."""
     cmd = ["env", "-i", "HOME=%s" % home, "PATH=%s" % LOGIN_PATH, "LANG=C.UTF-8", "bash", "-l", "-c", '. "$0"',
            os.path.join(REPO, "demo", "login_check.sh"), sys.executable, url,
            os.path.join(REPO, "demo", "conda_like_fetch.py")]
-    proc = run(cmd, cwd=home, timeout=120)
+    if conda["kind"] == REAL_CONDA:
+        cmd += [conda["path"], url.rsplit("/noarch/", 1)[0], realconda.PACKAGE, realconda.PACKAGE_FILE,
+                os.path.join(work, "conda-env"), os.path.join(work, "conda-pkgs")]
+    proc = run(cmd, cwd=home, timeout=240)
     values = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     values["_raw"] = proc.stdout + proc.stderr
     return values
@@ -148,6 +159,42 @@ def check_proxy_required(proxy, url: str) -> str:
     try:
         conn.request("GET", url, headers={"Host": urlsplit(url).netloc})
         return str(conn.getresponse().status)
+    finally:
+        conn.close()
+
+
+def choose_conda(wanted: str) -> dict:
+    """Real conda when ``../shared/real-conda`` is there (built once, cached), else the conda-like fetch."""
+    if wanted == "like" or (wanted == "auto" and realconda.installer() is None):
+        reason = "asked for" if wanted == "like" else "%s is absent" % realconda.INSTALLER
+        return {"kind": CONDA_LIKE, "path": os.path.join(REPO, "demo", "conda_like_fetch.py"), "reason": reason}
+    if realconda.installer() is None:
+        raise DemoError("--conda real needs %s (conda's source and install script)" % realconda.INSTALLER)
+    if not os.access(os.path.join(realconda.CACHE, "bin", "conda"), os.X_OK):
+        print("building a real conda from %s into %s (once; about 10 s, from PyPI)"
+              % (os.path.dirname(realconda.INSTALLER), realconda.CACHE), flush=True)
+    try:
+        path = realconda.install()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DemoError("could not build real conda with %s: %s" % (realconda.INSTALLER, exc))
+    version = run([path, "--version"], timeout=60).stdout.strip()
+    return {"kind": REAL_CONDA, "path": path, "version": version, "reason": "built from %s"
+            % os.path.dirname(realconda.INSTALLER)}
+
+
+def check_direct_refused(channel, url: str, username: str, password: str) -> dict:
+    """Really ask the channel directly (no proxy), with the right credentials: it must refuse (403)."""
+    import base64
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    token = base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("GET", parts.path, headers={"Authorization": "Basic " + token})
+        response = conn.getresponse()
+        return {"status": str(response.status), "body": response.read(200).decode(errors="replace").strip()}
     finally:
         conn.close()
 
@@ -173,8 +220,10 @@ def demo(args: argparse.Namespace, work: str, stack: contextlib.ExitStack, outco
     env.update(ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False")
     outcome.update(tarball=os.path.basename(tarball), collections_path=collections)
 
+    conda = choose_conda(args.conda)
+    outcome["conda"] = conda
     channel_root = os.path.join(work, "channel")
-    write_channel(channel_root, CHANNEL)
+    realconda.write_package_channel(channel_root, CHANNEL)
     kind, proxy = start_proxy(args.proxy, work, proxy_user, proxy_password, stack)
     channel = stack.enter_context(AuthChannelServer(channel_root, channel_user, channel_password, require_via=True))
     url = channel.url + REPODATA
@@ -182,6 +231,10 @@ def demo(args: argparse.Namespace, work: str, stack: contextlib.ExitStack, outco
     outcome["proxy_without_credentials"] = check_proxy_required(proxy, url)
     if outcome["proxy_without_credentials"] != "407":
         raise DemoError("the proxy did not demand credentials (got %s instead of 407)" % outcome["proxy_without_credentials"])
+    outcome["direct_request"] = check_direct_refused(channel, url, channel_user, channel_password)
+    if outcome["direct_request"]["status"] != "403":
+        raise DemoError("the channel answered a direct request with %s instead of refusing it (403)"
+                        % outcome["direct_request"]["status"])
 
     home = os.path.join(work, "home")
     os.makedirs(home, mode=0o700)
@@ -197,22 +250,39 @@ def demo(args: argparse.Namespace, work: str, stack: contextlib.ExitStack, outco
     netrc_mode = stat.S_IMODE(os.stat(os.path.join(home, ".netrc")).st_mode)
     outcome["netrc_mode"] = "%04o" % netrc_mode
 
-    proxy_lines_before = proxy.log().count(REPODATA)
-    shell = login_shell_check(home, url)
+    def repodata_lines() -> int:  # repodata.json itself, not repodata.json.zst
+        return len(re.findall(re.escape(REPODATA) + r"(?![\w.])", proxy.log()))
+
+    proxy_lines_before, channel_before = repodata_lines(), len(channel.log)
+    shell = login_shell_check(home, url, conda, work)
     outcome["shell"] = {key: value for key, value in shell.items() if not key.startswith("_")}
     if secrets_.found_in(shell["_raw"]):
         raise DemoError("a secret appeared in the login shell's output")
     outcome["curl_status"] = shell.get("curl_status")
-    try:
-        outcome["python_result"] = json.loads(shell.get("python_result", ""))
-    except ValueError:
-        outcome["python_result"] = {"error": secrets_.mask(shell.get("python_result", "no output"))}
+    if conda["kind"] == REAL_CONDA:
+        outcome.update(conda_search=shell.get("conda_search"), conda_create=shell.get("conda_create"),
+                       conda_installed=shell.get("conda_installed"))
+        for step in ("search", "create"):
+            with open(os.path.join(home, ".demo-conda-%s.log" % step), errors="replace") as handle:
+                log = handle.read()
+            if secrets_.found_in(log):
+                raise DemoError("a secret appeared in the output of conda %s" % step)
+            outcome["conda_%s_output" % step] = secrets_.mask(log)[-3000:]
+    else:
+        try:
+            outcome["python_result"] = json.loads(shell.get("python_result", ""))
+        except ValueError:
+            outcome["python_result"] = {"error": secrets_.mask(shell.get("python_result", "no output"))}
 
     time.sleep(0.3)  # tinyproxy writes its log line after the response is sent
-    outcome["proxy_log_hits"] = proxy.log().count(REPODATA) - proxy_lines_before
-    via_hits = [entry for entry in channel.log if entry[0] == REPODATA and entry[1] and entry[2]]
+    outcome["proxy_log_hits"] = repodata_lines() - proxy_lines_before
+    outcome["proxy_log_tarball_hits"] = proxy.log().count(TARBALL)
+    seen = channel.log[channel_before:]
+    via_hits = [entry for entry in seen if entry[0] == REPODATA and entry[1] and entry[2]]
     outcome["channel_via_hits"] = len(via_hits)
-    outcome["channel_via"] = sorted({entry[2] for entry in via_hits})
+    outcome["channel_tarball_via_hits"] = len([entry for entry in seen if entry[0] == TARBALL and entry[1] and entry[2]])
+    outcome["channel_direct_hits"] = len([entry for entry in seen if not entry[2]])
+    outcome["channel_via"] = sorted({entry[2] for entry in seen if entry[1] and entry[2]})
     outcome["seconds"] = round(time.monotonic() - started, 1)
 
     problems = []
@@ -222,8 +292,20 @@ def demo(args: argparse.Namespace, work: str, stack: contextlib.ExitStack, outco
         outcome["notes"] = ["curl is not installed: check (a) skipped (`make lab-deps` as root installs it)"]
     elif outcome["curl_status"] != "200":
         problems.append("curl through the proxy answered %s" % outcome["curl_status"])
-    if outcome["python_result"].get("status") != 200:
+    if conda["kind"] == REAL_CONDA:
+        for step in ("search", "create"):
+            if outcome["conda_%s" % step] != "0":
+                problems.append("conda %s failed (exit %s):\n%s" % (step, outcome["conda_%s" % step],
+                                                                    outcome["conda_%s_output" % step]))
+        if outcome["conda_installed"] != "yes":
+            problems.append("conda create did not install %s" % realconda.PACKAGE_FILE)
+        if outcome["proxy_log_tarball_hits"] < 1 or outcome["channel_tarball_via_hits"] < 1:
+            problems.append("the package download did not go through the proxy")
+    elif outcome["python_result"].get("status") != 200:
         problems.append("the conda-like fetch failed: %s" % outcome["python_result"])
+    if outcome["channel_direct_hits"]:
+        problems.append("the channel saw %d request(s) that did not come through the proxy"
+                        % outcome["channel_direct_hits"])
     if outcome["netrc_mode"] != "0600":
         problems.append("~/.netrc has mode %s, not 0600" % outcome["netrc_mode"])
     expected = 1 if outcome["curl_status"] == "missing" else 2
@@ -239,13 +321,29 @@ def demo(args: argparse.Namespace, work: str, stack: contextlib.ExitStack, outco
 
 def summary(outcome: dict) -> str:
     recap = outcome.get("recap", [{}, {}])
+    conda = outcome.get("conda", {})
+    if conda.get("kind") == REAL_CONDA:
+        conda_lines = [
+            "  conda      : REAL conda (%s, %s; %s)" % (conda.get("version"), conda.get("path"), conda.get("reason")),
+            "    conda search %s                       -> %s" % (realconda.PACKAGE, _exit(outcome.get("conda_search"))),
+            "    conda create -p <work>/conda-env %s   -> %s, %s %s" % (
+                realconda.PACKAGE, _exit(outcome.get("conda_create")), realconda.PACKAGE_FILE,
+                "installed" if outcome.get("conda_installed") == "yes" else "MISSING"),
+        ]
+    else:
+        conda_lines = [
+            "  conda      : conda-like fetch, not conda (%s; %s)" % (conda.get("path"), conda.get("reason")),
+            "    conda-like fetch (~/.condarc + ~/.netrc)   -> HTTP %s" % outcome.get("python_result", {}).get("status"),
+        ]
+    direct = outcome.get("direct_request", {})
     return "\n".join([
         "condafleet.proxy demo: OK (%ss)" % outcome.get("seconds"),
         "  collection : %s installed offline into %s" % (outcome.get("tarball"), outcome.get("collections_path")),
         "  proxy      : %s on %s, Basic auth required (no credentials -> %s)"
         % (outcome.get("proxy"), outcome.get("proxy_url"), outcome.get("proxy_without_credentials")),
-        "  channel    : %s, Basic auth required (credentials only in ~/.netrc), direct access refused"
-        % outcome.get("channel_url"),
+        "  channel    : %s, Basic auth required (credentials only in ~/.netrc)" % outcome.get("channel_url"),
+        "  direct     : GET %s without the proxy, right credentials -> HTTP %s (%s)"
+        % (REPODATA, direct.get("status"), direct.get("body")),
         "  playbook   : run 1 changed=%s, run 2 changed=%s (condarc_proxy, env_proxy, netrc_entry)"
         % (recap[0].get("changed"), recap[1].get("changed")),
         "  warnings   : %s" % ("; ".join(sorted({w for run_ in recap for w in run_.get("warnings", [])})) or "none"),
@@ -253,11 +351,18 @@ def summary(outcome: dict) -> str:
         % (outcome.get("shell", {}).get("shell_http_proxy") or "missing", outcome.get("shell", {}).get("shell_no_proxy"),
            outcome.get("netrc_mode")),
         "    curl --netrc with ~/.profile's proxy        -> HTTP %s" % outcome.get("curl_status"),
-        "    conda-like fetch (~/.condarc + ~/.netrc)   -> HTTP %s" % outcome.get("python_result", {}).get("status"),
-        "  proxy log  : %s request(s) for %s" % (outcome.get("proxy_log_hits"), REPODATA),
-        "  channel    : %s authorized request(s) received via %s"
-        % (outcome.get("channel_via_hits"), ", ".join(outcome.get("channel_via", [])) or "-"),
+    ] + conda_lines + [
+        "  proxy log  : %s request(s) for %s, %s for the package"
+        % (outcome.get("proxy_log_hits"), REPODATA, outcome.get("proxy_log_tarball_hits")),
+        "  channel    : %s authorized request(s) for repodata.json and %s for the package received via %s; "
+        "%s not through the proxy"
+        % (outcome.get("channel_via_hits"), outcome.get("channel_tarball_via_hits"),
+           ", ".join(outcome.get("channel_via", [])) or "-", outcome.get("channel_direct_hits")),
     ] + ["  note       : %s" % note for note in outcome.get("notes", [])])
+
+
+def _exit(code: str | None) -> str:
+    return "ok" if code == "0" else "FAILED (exit %s)" % code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="empty or missing directory to work in (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (sandbox home, logs)")
     parser.add_argument("--proxy", choices=("auto", "tinyproxy", "proxypy"), default="auto")
+    parser.add_argument("--conda", choices=("auto", "real", "like"), default="auto",
+                        help="auto: real conda when ../shared/real-conda is there, else the conda-like fetch")
     parser.add_argument("--json", help="write the outcome (no secrets) to this file")
     args = parser.parse_args(argv)
 

@@ -4,8 +4,10 @@
 """`make demo` end to end: demo/run_demo.py as a user runs it (not through make), outcome asserted.
 
 The demo builds and installs the collection, starts a real authenticating proxy and channel on
-127.0.0.1, applies the three modules twice and proves the result from a fresh login shell. Here it
-runs once with each proxy it can use (tinyproxy when installed; proxy.py always, the no-root path).
+127.0.0.1, applies the three modules twice and proves the result from a fresh login shell: with real
+conda (``conda search`` + ``conda create``) when ``../shared/real-conda`` is there, else with the
+conda-like fetch; it says which. Here it runs with each proxy it can use (tinyproxy when installed;
+proxy.py always, the no-root path), and once forced to the conda-like fetch.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import sys
 
 import pytest
 
+import realconda
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "demo", "run_demo.py")
+# What `make demo` uses by default here: real conda exactly when ../shared/real-conda is beside the checkout.
+AUTO_CONDA = "real conda" if realconda.installer() else "conda-like fetch"
 MODULES = ("condarc_proxy", "env_proxy", "netrc_entry")
 # Known secrets, hostile enough to show encoding: '@' and ':' in the channel password (netrc and the
 # Basic header carry them as-is). tinyproxy's config syntax limits proxy passwords to [-a-z0-9._].
@@ -27,11 +33,13 @@ PROXY_PASSWORD = "px-demo.4711-secret"
 CHANNEL_PASSWORD = "ch@n:nel-4711-secret"
 
 
-def _proxies():
-    yield pytest.param("tinyproxy", marks=pytest.mark.skipif(
+def _runs():
+    """(proxy, --conda): each proxy with the default choice, and the conda-like fallback once."""
+    yield pytest.param("tinyproxy", "auto", marks=pytest.mark.skipif(
         not (shutil.which("tinyproxy") or os.path.exists("/usr/bin/tinyproxy")),
         reason="not installed: tinyproxy (run `make lab-deps` as root)"))
-    yield "proxypy"
+    yield pytest.param("proxypy", "auto")
+    yield pytest.param("proxypy", "like")
 
 
 def _pids_of(name: str) -> set[int]:
@@ -50,8 +58,8 @@ def _pids_of(name: str) -> set[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("proxy", list(_proxies()))
-def test_demo_end_to_end(proxy, tmp_path):
+@pytest.mark.parametrize("proxy,conda", list(_runs()))
+def test_demo_end_to_end(proxy, conda, tmp_path):
     missing = [m for m in MODULES if not os.path.exists(os.path.join(REPO, "plugins", "modules", m + ".py"))]
     if missing:
         pytest.skip("module(s) not written yet: %s" % ", ".join(missing))
@@ -59,8 +67,8 @@ def test_demo_end_to_end(proxy, tmp_path):
     outcome_file = tmp_path / "outcome.json"
     env = dict(os.environ, CONDAFLEET_DEMO_PROXY_PASSWORD=PROXY_PASSWORD,
                CONDAFLEET_DEMO_CHANNEL_PASSWORD=CHANNEL_PASSWORD)
-    proc = subprocess.run([sys.executable, DEMO, "--workdir", str(work), "--proxy", proxy, "--json", str(outcome_file)],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run([sys.executable, DEMO, "--workdir", str(work), "--proxy", proxy, "--conda", conda,
+                           "--json", str(outcome_file)], env=env, capture_output=True, text=True, timeout=300, check=False)
     output = proc.stdout + proc.stderr
     outcome = json.loads(outcome_file.read_text())
     assert proc.returncode == 0, output
@@ -76,16 +84,30 @@ def test_demo_end_to_end(proxy, tmp_path):
     # The proxy really demands credentials; the login shell got the variables and both clients got through.
     assert outcome["proxy"] == proxy
     assert outcome["proxy_without_credentials"] == "407"
+    # The direct request is really made, with the right credentials, and refused because it is direct.
+    assert outcome["direct_request"] == {"status": "403", "body": "direct access refused: use the proxy"}
+    assert "-> HTTP 403 (direct access refused: use the proxy)" in proc.stdout
     assert outcome["shell"]["shell_http_proxy"] == "set"
     assert outcome["shell"]["shell_https_proxy"] == "set"
     assert outcome["shell"]["shell_no_proxy"] == "localhost,.corp.example"
     assert outcome["curl_status"] == "200"
-    assert outcome["python_result"] == {"status": 200, "proxied": ["http", "https"], "subdir": "noarch"}
     assert outcome["netrc_mode"] == "0600"
 
-    # Both requests went through the proxy: its log shows them and the channel saw them proxied.
-    assert outcome["proxy_log_hits"] == 2
-    assert outcome["channel_via_hits"] == 2
+    # It says which conda it used, and that one worked through the proxy.
+    used = AUTO_CONDA if conda == "auto" else "conda-like fetch"
+    assert outcome["conda"]["kind"] == used
+    if used == "real conda":
+        assert "  conda      : REAL conda (conda 26." in proc.stdout
+        assert (outcome["conda_search"], outcome["conda_create"], outcome["conda_installed"]) == ("0", "0", "yes")
+        # curl once, conda at least once more (search; create may use its cache); the package through the proxy.
+        assert outcome["proxy_log_hits"] >= 2 and outcome["channel_via_hits"] >= 2
+        assert outcome["proxy_log_tarball_hits"] == 1 and outcome["channel_tarball_via_hits"] == 1
+    else:
+        assert "  conda      : conda-like fetch, not conda (" in proc.stdout
+        assert outcome["python_result"] == {"status": 200, "proxied": ["http", "https"], "subdir": "noarch"}
+        assert outcome["proxy_log_hits"] == 2 and outcome["channel_via_hits"] == 2
+    # Every request the channel saw came through the proxy.
+    assert outcome["channel_direct_hits"] == 0
     assert outcome["channel_via"] and all(via for via in outcome["channel_via"])
 
     # Summary printed, no secret anywhere in the output or the outcome, nothing left running or on disk.
@@ -108,3 +130,18 @@ def test_demo_refuses_a_non_empty_workdir(tmp_path):
     assert proc.returncode == 2
     assert "is not empty" in proc.stderr
     assert (tmp_path / "something").read_text() == "x"
+
+
+def test_demo_says_when_real_conda_is_absent(monkeypatch):
+    """Without ../shared/real-conda (a clone elsewhere) the demo falls back and names the missing script."""
+    sys.path.insert(0, os.path.dirname(DEMO))
+    try:
+        import run_demo
+    finally:
+        sys.path.remove(os.path.dirname(DEMO))
+    monkeypatch.setattr(realconda, "INSTALLER", "/nonexistent/shared/real-conda/install.sh")
+    chosen = run_demo.choose_conda("auto")
+    assert chosen["kind"] == "conda-like fetch"
+    assert chosen["reason"] == "/nonexistent/shared/real-conda/install.sh is absent"
+    with pytest.raises(run_demo.DemoError, match="--conda real needs /nonexistent/shared/real-conda/install.sh"):
+        run_demo.choose_conda("real")
