@@ -80,6 +80,8 @@ class Host:
                 pwd.getpwuid(uid)
             except KeyError:
                 break
+        else:
+            raise RuntimeError("no free uid found in 50 tries")
         home = os.path.join(self.base, name)
         for command in (["groupadd", "-g", str(uid), name],
                         ["useradd", "-m", "-d", home, "-u", str(uid), "-g", str(uid), "-s", "/bin/bash", name]):
@@ -138,9 +140,11 @@ def host(conda_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def squid():
-    """squid on 127.0.0.1 with every proxy account of :data:`PROXY_ACCOUNTS`; its log names the account."""
+    """squid on 127.0.0.1 with every proxy account of :data:`PROXY_ACCOUNTS`; its log names the account.
+
+    One for the module (stopping squid takes seconds); each test reads only the log lines after its start."""
     require("/usr/sbin/squid", "/usr/lib/squid/basic_ncsa_auth", "openssl")
     with AccountSquid(PROXY_ACCOUNTS) as proxy:
         yield proxy
@@ -169,8 +173,10 @@ def channel_factory(squid, tmp_path):
         server.__exit__(None, None, None)
 
 
-def proxy_url(squid, username: str | None = None) -> str:
-    return squid.url if username is None else squid.url_with(username, PROXY_ACCOUNTS[username])
+def proxied(squid, channel, since: int = 0) -> list[dict]:
+    """squid's log lines from line ``since`` on that are about ``channel`` (squid is shared by the module's tests)."""
+    where = "127.0.0.1:%d" % channel.port
+    return [row for row in squid.entries()[since:] if where in row["url"]]
 
 
 def netrc_entry(login: str) -> dict:
@@ -192,14 +198,14 @@ def assert_conda_installs(host: Host, account: Account, squid, channel, proxy_us
     assert os.path.isfile(installed), mask(create.stdout)
     assert os.stat(installed).st_uid == account.uid
 
-    proxied = squid.entries()[squid_before:]
-    assert proxied, "squid saw no request from %s" % account.name
-    assert {row["user"] for row in proxied} == {proxy_user}, proxied
+    rows = proxied(squid, channel, squid_before)
+    assert rows, "squid saw no request from %s" % account.name
+    assert {row["user"] for row in rows} == {proxy_user}, rows
     if channel.url.startswith("https"):
-        assert {row["method"] for row in proxied} == {"CONNECT"}, proxied
+        assert {row["method"] for row in rows} == {"CONNECT"}, rows
     else:
-        assert any(row["url"].endswith(TARBALL) and row["status"] == "200" for row in proxied), proxied
-        assert any(row["url"].endswith("/noarch/repodata.json") for row in proxied), proxied
+        assert any(row["url"].endswith(TARBALL) and row["status"] == "200" for row in rows), rows
+        assert any(row["url"].endswith("/noarch/repodata.json") for row in rows), rows
     seen = channel.log[channel_before:]
     assert {entry["peer_uid"] for entry in seen} == {squid.uid}, seen
     assert {entry["login"] for entry in seen} == {channel_login}, seen
@@ -243,8 +249,9 @@ def test_system_scope_with_a_variable_reference(host, squid, channel_factory):
 
 
 def test_system_scope_variable_unset_sends_no_credentials(host, squid, channel_factory):
-    """(b, the other side) The same files, but the account never set the variable: conda sends the proxy no
-    credentials, squid answers 407 and conda, with no terminal to prompt on, fails."""
+    """(b, the other side) The same files, but the account never set the variable: conda expands it to nothing
+    and sends the proxy account with an empty password, squid answers 407, and conda prompts
+    ``http proxy username:`` on a stdin it does not have and crashes with ``EOFError``."""
     channel = channel_factory()
     alice = host.add_account("cfrua" + os.urandom(2).hex())
     host.configure("conda_proxy", {
@@ -252,8 +259,12 @@ def test_system_scope_variable_unset_sends_no_credentials(host, squid, channel_f
         "proxy_username": "fleet", "proxy_password": "${CONDAFLEET_PROXY_PASSWORD}",
         "netrc_entries": [netrc_entry("reader")]})
     search = host.conda(alice, "search --override-channels -c %s %s" % (channel.channel_url, realconda.PACKAGE))
+    output = search.stdout + search.stderr
     assert search.returncode != 0
-    assert {row["status"] for row in squid.entries()} <= {"407", "0"}, squid.entries()
+    assert "http proxy username: " in output and "EOFError" in output, mask(output)[-3000:]
+    # ``fleet:`` with an empty password: squid logs the account and refuses every request.
+    rows = proxied(squid, channel)
+    assert rows and {(row["user"], row["status"]) for row in rows} == {("fleet", "407")}, rows
     assert channel.log == []
 
 
@@ -297,7 +308,8 @@ def test_https_channel_through_connect_with_the_corporate_ca(host, squid, channe
         "ssl_verify": "/etc/conda/corp-ca.pem", "netrc_entries": [netrc_entry("reader")]})
     assert_conda_installs(host, alice, squid, channel, "fleet", "reader")
     # The CA is what makes it work: conda with the default trust store refuses the channel.
-    untrusted = host.login(alice, "CONDA_SOLVER=classic CONDA_SSL_VERIFY=true %s search --override-channels -c %s %s"
+    untrusted = host.login(alice, "CONDA_SOLVER=classic CONDA_SSL_VERIFY=true CONDA_REMOTE_MAX_RETRIES=0 "
+                           "%s search --override-channels -c %s %s"
                            % (host.conda_path, channel.channel_url, realconda.PACKAGE))
     assert untrusted.returncode != 0
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stdout + untrusted.stderr, mask(untrusted.stderr)[-2000:]
@@ -338,7 +350,7 @@ def test_stale_proxy_variable_beats_a_right_condarc(host, squid, channel_factory
         assert "proxy username" not in output
     else:
         assert "http proxy username: " in output and "EOFError" in output, mask(output)[-3000:]
-    rows = squid.entries()[squid_before:]
+    rows = proxied(squid, channel, squid_before)
     refused = [row for row in rows if row["status"] == "407"]
     assert refused and {row["user"] for row in refused} == {"px-alice"}, rows
     if not tls:  # in plain HTTP squid's log shows which request took which route

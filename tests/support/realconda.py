@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -151,8 +152,6 @@ class PrivateEtc:
         for leftover in ("conda", "profile.d/condafleet-proxy.sh", "environment.d/90-condafleet-proxy.conf"):
             target = os.path.join(self.path, leftover)
             if os.path.isdir(target):
-                import shutil
-
                 shutil.rmtree(target)
             elif os.path.lexists(target):
                 os.unlink(target)
@@ -174,8 +173,6 @@ class PrivateEtc:
 
 def copy_etc(dest: str, attempts: int = 3) -> None:
     """``cp -a /etc dest``, tolerating files that vanish while it copies (other jobs' lock and temp files)."""
-    import shutil
-
     for _attempt in range(attempts):
         proc = subprocess.run(["cp", "-a", "/etc", dest], capture_output=True, text=True, timeout=60)
         errors = [line for line in proc.stderr.splitlines() if line.strip()]
