@@ -157,7 +157,11 @@ def acting_as(account: Account | None) -> t.Iterator[None]:
         yield
         return
     groups, egid = os.getgroups(), os.getegid()
-    os.setgroups(account.groups[:64])
+    try:
+        limit = os.sysconf("SC_NGROUPS_MAX")  # 16 on macOS
+    except (ValueError, OSError):
+        limit = 16
+    os.setgroups(account.groups[:limit])
     os.setegid(account.gid)
     os.seteuid(account.uid)
     try:
