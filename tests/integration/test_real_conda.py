@@ -224,6 +224,9 @@ def test_system_scope_with_a_world_readable_password(host, squid, channel_factor
     condarc = host.etc.file("/etc/conda/.condarc")
     assert stat.S_IMODE(os.stat(condarc).st_mode) & 0o004, "every account running conda must be able to read it"
     for account in (alice, bob):
+        # The env method reached the login shell too (so repodata, which follows it, uses the same proxy).
+        shell = host.login(account, 'echo "${http_proxy%%@*}" "${https_proxy%%@*}"')
+        assert shell.stdout.split() == ["http://fleet:%s" % quote(PROXY_ACCOUNTS["fleet"], safe="")] * 2, "no env"
         assert_conda_installs(host, account, squid, channel, "fleet", "reader")
 
 
@@ -248,7 +251,7 @@ def test_system_scope_with_a_variable_reference(host, squid, channel_factory):
         assert_conda_installs(host, account, squid, channel, "fleet", "reader")
 
 
-def test_system_scope_variable_unset_sends_no_credentials(host, squid, channel_factory):
+def test_system_scope_variable_unset_gets_407_and_a_prompt(host, squid, channel_factory):
     """(b, the other side) The same files, but the account never set the variable: conda expands it to nothing
     and sends the proxy account with an empty password, squid answers 407, and conda prompts
     ``http proxy username:`` on a stdin it does not have and crashes with ``EOFError``."""
