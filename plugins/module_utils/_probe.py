@@ -5,21 +5,36 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""Which proxy conda uses for a URL, and what a failed request through it means.
+"""Which proxy conda uses for each kind of request, and what a failed request through it means.
 
-Pure functions. conda's precedence (verified with conda 26, see DESIGN.md): ``proxy_servers``
-from .condarc wins scheme by scheme over the environment's proxies, which fill the schemes it
-lacks; ``no_proxy`` only suppresses proxies that came from the environment. Within that, keys
-are tried as requests does: ``scheme://host``, ``scheme``, ``all://host``, ``all``, and an empty
-value means "connect directly".
+conda does not apply one precedence to all its requests (conda 26.7 source, checked with real conda and two
+squids with different accounts, see DESIGN.md):
+
+* ``repodata``: the first request for a channel's index, ``repodata.json.zst``
+  (``conda/gateways/repodata/zstd.py``), is ``session.get`` **without** ``proxies=``. requests then takes the
+  environment's proxies as the request's own and they override the session's ``proxy_servers`` key by key.
+* ``packages``: package downloads (``conda/gateways/connection/download.py``), and the ``repodata.json``
+  fallback, pass ``proxies=session.proxies``: ``proxy_servers`` wins key by key and the environment's proxies
+  only fill the keys it lacks.
+
+Either way a proxy from the environment is dropped for a host that ``no_proxy`` covers, ``None`` values are
+dropped, keys are then tried as requests does (``scheme://host``, ``scheme``, ``all://host``, ``all``) and an
+empty value means "connect directly". So ``.condarc`` and a login shell's ``https_proxy`` that name different
+proxies (or the same one with other credentials) make conda use both.
+
+Also here: ``${VAR}`` expansion with the account's environment, the checks conda's URL parsing makes of the
+result, and a bounded reader for files an account controls. Pure functions otherwise; no AnsibleModule.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import re
 import socket
 import ssl
+import stat
 
 try:
     from urllib.error import HTTPError, URLError
@@ -27,15 +42,83 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
+REQUEST_KINDS = ("repodata", "packages")
+
+# conda reads a .condarc whole; a .netrc, a CA bundle likewise. Larger than this is not a configuration file.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+
+# os.path.expandvars (POSIX), which conda applies to every proxy_servers value: $NAME and ${NAME}.
+_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)
+
+PROMPT_407 = ("conda would prompt `http proxy username:` on stdin and, run unattended, crash with EOFError "
+              "(or hang waiting for an answer)")
+
+
+class FileRefused(OSError):
+    """A file that conda or requests would choke on (not a regular file, too large); the message says why."""
+
+
+def read_regular_file(path: str, limit: int = MAX_FILE_BYTES, follow: bool = True) -> bytes:
+    """The bytes of ``path``, refusing anything but a regular file of at most ``limit`` bytes.
+
+    Opened with ``O_NONBLOCK`` so that a FIFO or a device returns at once instead of blocking, then checked with
+    ``fstat`` on the open descriptor (no race between the check and the read). ``follow=False`` adds
+    ``O_NOFOLLOW``. ``FileNotFoundError``/``PermissionError`` propagate unchanged.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise FileRefused(exc.errno, "%s is a symbolic link, which is not followed here" % path)
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileRefused(errno.EINVAL, "%s is not a regular file (%s): conda and requests would block or fail "
+                              "reading it" % (path, _file_kind(info.st_mode)))
+        if info.st_size > limit:
+            raise FileRefused(errno.EFBIG, "%s is %d bytes, more than the %d bytes a configuration file may have here"
+                              % (path, info.st_size, limit))
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise FileRefused(errno.EFBIG, "%s grew beyond %d bytes while it was read" % (path, limit))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def env_proxy_variables(env: dict) -> dict:
+    """``{key: variable name}`` of the environment's proxies as requests reads them (lower case wins; empty
+    values are ignored)."""
+    names = {}
+    for scheme in ("http", "https", "all"):
+        for name in ("%s_proxy" % scheme, "%s_PROXY" % scheme.upper()):
+            if env.get(name):
+                names[scheme] = name
+                break
+    return names
+
 
 def env_proxies(env: dict) -> dict:
     """Proxies from environment variables the way requests reads them (lower case wins)."""
-    proxies = {}
-    for scheme in ("http", "https", "all"):
-        value = env.get("%s_proxy" % scheme) or env.get("%s_PROXY" % scheme.upper())
-        if value:
-            proxies[scheme] = value
-    return proxies
+    return dict((key, env[name]) for key, name in env_proxy_variables(env).items())
 
 
 def bypassed_by_no_proxy(url: str, env: dict) -> bool:
@@ -62,21 +145,138 @@ def bypassed_by_no_proxy(url: str, env: dict) -> bool:
     return False
 
 
-def select_proxy(url: str, proxy_servers: dict, env: dict) -> tuple:
-    """``(proxy_url_or_None, source)`` conda would use for ``url``; source is condarc, env or none."""
+def request_proxies(url: str, proxy_servers: dict, env: dict, kind: str = "packages") -> dict:
+    """``{key: (value, setting)}``: the proxies requests holds for one of conda's requests of ``kind``.
+
+    ``setting`` names where the value came from: ``proxy_servers <key>`` or the variable (``https_proxy``).
+    """
+    if kind not in REQUEST_KINDS:
+        raise ValueError("kind must be one of %s" % ", ".join(REQUEST_KINDS))
+    merged = dict((key, (value, "proxy_servers %s" % key)) for key, value in proxy_servers.items())
+    if not bypassed_by_no_proxy(url, env):
+        for key, name in env_proxy_variables(env).items():
+            if kind == "repodata":  # the request's own proxies= (from env) win over session.proxies
+                merged[key] = (env[name], name)
+            else:  # proxies=session.proxies: env only fills what is missing (setdefault)
+                merged.setdefault(key, (env[name], name))
+    return dict((key, item) for key, item in merged.items() if item[0] is not None)
+
+
+def select_proxy(url: str, proxy_servers: dict, env: dict, kind: str = "packages") -> tuple:
+    """``(proxy_url_or_None, source)`` conda would use for ``url`` in a request of ``kind``; source is condarc,
+    env or none (an empty ``proxy_servers`` value: ``(None, "condarc")``, a direct connection)."""
+    proxy, setting = select_proxy_setting(url, proxy_servers, env, kind)
+    return proxy, source_of(setting)
+
+
+def select_proxy_setting(url: str, proxy_servers: dict, env: dict, kind: str = "packages") -> tuple:
+    """``(proxy_url_or_None, setting_or_None)``, ``setting`` as in :func:`request_proxies`."""
     parts = urlsplit(url)
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    keys = (scheme + "://" + host, scheme, "all://" + host, "all")
-    for key in keys:
-        if key in proxy_servers:
-            value = proxy_servers[key]
-            return (value or None, "condarc")
-    if not bypassed_by_no_proxy(url, env):
-        proxies = env_proxies(env)
-        for key in (scheme, "all"):
-            if key in proxies:
-                return (proxies[key], "env")
-    return (None, "none")
+    proxies = request_proxies(url, proxy_servers, env, kind)
+    for key in (scheme + "://" + host, scheme, "all://" + host, "all"):
+        if key in proxies:
+            value, setting = proxies[key]
+            return (value or None, setting)
+    return (None, None)
+
+
+def source_of(setting: str | None) -> str:
+    if setting is None:
+        return "none"
+    return "condarc" if setting.startswith("proxy_servers") else "env"
+
+
+def proxy_servers_problems(value) -> tuple:
+    """``(usable_map, problems)``: what conda makes of a ``proxy_servers`` value of any YAML type.
+
+    conda declares a map of strings (or null). A number is turned into its text (``3128`` is then taken as the
+    proxy URL ``3128``); a list, a nested map or a scalar at the top makes ``conda config`` fail.
+    """
+    if value is None:
+        return {}, []
+    if not isinstance(value, dict):
+        return {}, ["proxy_servers is %s, not a map of scheme to proxy URL: conda rejects it (`conda config` fails)"
+                    % _type_name(value)]
+    usable, problems = {}, []
+    for key, item in value.items():
+        key = str(key)
+        if item is None or isinstance(item, str):
+            usable[key] = item
+        elif isinstance(item, (bool, int, float)):
+            usable[key] = str(item).lower() if isinstance(item, bool) else str(item)
+            problems.append("proxy_servers %s is %s %s, not a URL: conda reads it as the proxy URL %r, which names "
+                            "no proxy host and port (write http://host:port)" % (key, _type_name(item), item,
+                                                                                  usable[key]))
+        else:
+            problems.append("proxy_servers %s is %s, not a proxy URL: conda fails on it" % (key, _type_name(item)))
+    return usable, problems
+
+
+def _type_name(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a map"
+    return "a %s" % type(value).__name__
+
+
+def expand_variables(value: str, env: dict) -> tuple:
+    """``(expanded, unset_names)``: ``os.path.expandvars`` as conda applies it, with ``env`` (the account's)."""
+    unset = []
+
+    def replace(match):
+        name = match.group(1)
+        if name.startswith("{"):
+            name = name[1:-1]
+        if name in env:
+            return env[name]
+        if name and name not in unset:
+            unset.append(name)
+        return match.group(0)
+
+    if "$" not in value:
+        return value, []
+    return _VARIABLE.sub(replace, value), unset
+
+
+def variable_names(value: str) -> list:
+    names = []
+    for match in _VARIABLE.finditer(value):
+        name = match.group(1).strip("{}")
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def proxy_url_problem(url: str) -> str | None:
+    """Why requests/urllib3 would refuse ``url`` as a proxy (``InvalidURL``/``InvalidProxyURL``), or None.
+
+    urllib3 ends the host part at the first ``/``, ``?`` or ``#`` and takes the credentials up to the last
+    ``@`` before it: a raw ``/``, ``?`` or ``#`` in a password leaves a host or port that is not one.
+    """
+    if url == "":
+        return None
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)", url)
+    if not match:
+        return "it has no scheme:// (requests would read it as http://%s)" % url.split("@")[-1]
+    hostport = match.group(2).rpartition("@")[2]
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest
+    else:
+        host, _, port = hostport.partition(":")
+    if not host:
+        return "it has no host after the credentials"
+    if port and (not port.isdigit() or int(port) > 65535):
+        return "its port is not a number"
+    if any(char.isspace() for char in match.group(2)):
+        return "it contains white space"
+    return None
 
 
 def classify_failure(exc: BaseException) -> tuple:
@@ -84,16 +284,16 @@ def classify_failure(exc: BaseException) -> tuple:
     if isinstance(exc, HTTPError):
         if exc.code == 407:
             return ("proxy_auth_required", "the proxy answered 407 Proxy Authentication Required: the proxy "
-                    "credentials are missing or wrong (conda would prompt for them and an unattended run would hang)")
+                    "credentials are missing or refused; %s" % PROMPT_407)
         return ("http_error", "the channel answered HTTP %d %s through the proxy" % (exc.code, exc.reason))
     reason = getattr(exc, "reason", exc)
     text = str(reason)
+    if "407" in text:
+        return ("proxy_auth_required", "the proxy refused the tunnel with 407 Proxy Authentication Required: the "
+                "proxy credentials are missing or refused; %s" % PROMPT_407)
     if isinstance(reason, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
         return ("tls_error", "TLS verification failed (%s): a TLS-intercepting proxy needs its CA in ssl_verify "
                 "(conda_proxy_ca_bundle)" % text)
-    if "407" in text:
-        return ("proxy_auth_required", "the proxy refused the tunnel with 407 Proxy Authentication Required: the "
-                "proxy credentials are missing or wrong")
     if isinstance(reason, (socket.timeout,)) or "timed out" in text:
         return ("timeout", "the request timed out (%s)" % text)
     if isinstance(reason, (ConnectionRefusedError, socket.gaierror, OSError)) or isinstance(exc, URLError):
