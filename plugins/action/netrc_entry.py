@@ -36,7 +36,12 @@ class ActionModule(ControllerFileEdit):
         return _netrc.mask_netrc(text)
 
     def result_extras(self, params: dict, after) -> dict:
+        # The module's warnings for values that must be written quoted (readers that cannot read them).
+        warnings = _netrc.quoting_warnings(params)
+        extras: dict = {"warnings": warnings} if warnings else {}
         if params.get("entries") is not None:
             # The module's RV(entries), from the steps of the last render.
-            return {"entries": _netrc.entries_result(self._steps)}
-        return {"machine": params.get("machine") if not params.get("default") else "default"}
+            extras["entries"] = _netrc.entries_result(self._steps)
+        else:
+            extras["machine"] = params.get("machine") if not params.get("default") else "default"
+        return extras

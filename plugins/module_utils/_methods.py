@@ -403,15 +403,9 @@ class NetrcPlan(Plan):
 
 
 def _quoted_options(params: dict) -> list[str]:
-    """The value options (``entries[N].password`` in list form) that must be written quoted."""
-    if params["state"] != "present":
-        return []
-    if params["entries"] is None:
-        sources = [("", params)]
-    else:
-        sources = [("entries[%d]." % index, element) for index, element in enumerate(params["entries"], 1)]
-    return [prefix + option for prefix, values in sources for option in _netrc.FIELDS
-            if values.get(option) is not None and _netrc.quote_token(values[option]) != values[option]]
+    """A warning for each value (``entries[N].password`` in list form) that must be written quoted: why, and
+    which readers (rattler, Python 3.10 and older, old curl) cannot read it then."""
+    return _netrc.quoting_warnings(params)
 
 
 def plan_netrc(module: AnsibleModule, params: dict) -> NetrcPlan:
@@ -422,10 +416,8 @@ def plan_netrc(module: AnsibleModule, params: dict) -> NetrcPlan:
         raise MethodFailed(str(exc))
     secrets = _netrc.secrets_of(specs)
     module.no_log_values.update(secrets)
-    quoted = _quoted_options(params)
-    if quoted:
-        module.warn("%s must be written quoted in the .netrc; Python 3.10 and older cannot read quoted tokens "
-                    "(curl 7.84+ and Python 3.11+ can)" % " and ".join(quoted))
+    for warning in _quoted_options(params):
+        module.warn(warning)
 
     result = dict(changed=False, mode_fixed=False, duplicates_removed=0, password_kept=False)
     if params["entries"] is None:

@@ -10,21 +10,37 @@
 Pure functions only: the module runs them on the managed node and the Windows
 action plugin on the controller.
 
-The grammar is the one both real readers agree on -- Python's ``netrc`` (3.11) and
-curl's ``lib/netrc.c``:
+The parser reads the grammar of Python's ``netrc`` (3.11+) and curl's ``lib/netrc.c``:
 
 * tokens are separated by space, tab, CR, LF; a token starting with ``"`` runs to the
-  next unescaped ``"`` and ``\\x`` stands for ``x`` inside it. Python also honours
-  ``\\`` in unquoted tokens and curl does not, so every value this editor writes that
-  holds a space, ``"``, ``\\``, ``#`` or a tab, or is empty, is written quoted, where
-  both agree;
+  next unescaped ``"`` and ``\\x`` stands for ``x`` inside it (Python also honours ``\\``
+  in unquoted tokens);
 * ``machine NAME`` and ``default`` start an entry followed by ``login`` (``user`` is
   Python's synonym), ``password`` and ``account`` pairs, on one or several lines;
 * ``macdef NAME`` starts a macro whose body runs to the first empty line;
-* a ``#`` where a keyword is expected starts a comment to the end of the line (curl
-  only knows whole-line comments, so this editor never writes comments);
+* a ``#`` where a keyword is expected starts a comment to the end of the line (this
+  editor never writes comments);
 * curl stops at the first entry that matches, Python keeps the last one, so one
   entry per machine is kept; ``default`` must come last for curl.
+
+Not every reader unquotes. Measured (``tests/integration/test_netrc_consumers.py``):
+Python 3.11+ and curl 7.84+ unquote; Python 3.8-3.10 (``shlex`` with every ASCII
+punctuation character as a word character), curl before 7.84 and rattler (pixi,
+py-rattler: the Rust ``netrc-rs`` crate) read the quotes as part of the value, and
+Python 3.8-3.10 and rattler reject the whole file when a quoted value holds a space.
+So a value is written **bare** whenever every reader reads it bare (:func:`is_bare`),
+and quoted only when no bare form exists:
+
+* empty, or holding a space or tab: no bare form at all;
+* a backslash: Python 3.11+ drops it from a bare token (an escape there);
+* a leading ``"``: Python 3.11+ and curl start a quoted token;
+* a leading ``#``: curl 7.84 to 7.88 at least (Debian bookworm) reads a comment there, even
+  in a value's place (8.14 does not);
+* a non-ASCII character: recent curl (8.14) ends a bare token at the first byte above
+  0x7F (a syntax error for the whole file when the token starts with it), and Python
+  3.8-3.10 reject such a file whether quoted or not.
+
+:func:`quoting_warning` names the readers that cannot read a quoted value.
 
 Edits replace only the tokens that change; every other byte of the file is kept.
 Files are decoded as UTF-8 with ``surrogateescape`` so that any byte survives.
@@ -44,8 +60,10 @@ FIELDS = ("login", "password", "account")
 SECRET_FIELDS = ("password", "account")
 
 _WHITESPACE = " \t\r\n"
-# Characters that force a token to be written quoted (both readers agree on the quoted form).
-_NEEDS_QUOTING = re.compile(r'[ \t"\\#]')
+# The readers that do not unquote (see the module docstring), as warnings name them.
+RATTLER = "rattler (pixi, py-rattler)"
+PYTHON_310 = "Python 3.10 and older (their netrc module, so conda, requests and pip running on them)"
+OLD_CURL = "curl before 7.84"
 _BLANKS = re.compile(r"[ \t\r\n]*")
 # A word ending at whitespace or the end of the text, without a backslash (which escapes the next character).
 _PLAIN_WORD = re.compile(r"[^ \t\r\n\\]+(?=[ \t\r\n]|\Z)")
@@ -339,13 +357,13 @@ def argument_spec() -> dict:
             default=dict(type="bool"),
             login=dict(type="str"),
             password=dict(type="str", no_log=True),
-            account=dict(type="str"),
+            account=dict(type="str", no_log=True),
         )),
         machine=dict(type="str"),
         default=dict(type="bool"),
         login=dict(type="str"),
         password=dict(type="str", no_log=True),
-        account=dict(type="str"),
+        account=dict(type="str", no_log=True),
         path=dict(type="str", default="~/.netrc"),  # not "path": ~ is the home of `user`, expanded here
         root=dict(type="str", default="/"),
         # not a secret (its name only contains "password"): no_log=False keeps Ansible from warning about it
@@ -427,11 +445,70 @@ def spec_from_params(params: dict) -> NetrcSpec:
 # --------------------------------------------------------------------------- rendering
 
 
+def is_bare(value: str) -> bool:
+    """Whether every reader reads ``value`` back unchanged as a bare token.
+
+    Printable ASCII only (no space, no byte above 0x7F), no backslash, not starting with ``"`` or ``#``.
+    """
+    return value != "" and value[0] not in '"#' and "\\" not in value and all("!" <= char <= "~" for char in value)
+
+
 def quote_token(value: str) -> str:
-    """``value`` as a token both Python's netrc and curl read back unchanged."""
-    if value == "" or _NEEDS_QUOTING.search(value) or value.startswith('"'):
-        return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
-    return value
+    """``value`` as it is written: bare whenever :func:`is_bare`, else quoted with ``\\`` and ``"`` escaped."""
+    if is_bare(value):
+        return value
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _quoting_reasons(value: str) -> list[str]:
+    reasons = []
+    if value == "":
+        reasons.append("it is empty")
+    if " " in value or "\t" in value:
+        reasons.append("it holds a space or tab")
+    if "\\" in value:
+        reasons.append("it holds a backslash")
+    if value[:1] in ('"', "#"):
+        reasons.append("it starts with %s" % value[0])
+    if any(ord(char) > 0x7E for char in value):
+        reasons.append("it holds a non-ASCII character")
+    return reasons
+
+
+def quoting_warning(option: str, value: str) -> str | None:
+    """Why ``option`` must be written quoted and which readers then cannot read it; ``None`` when bare."""
+    if is_bare(value):
+        return None
+    whole_file = []
+    if any(char.isspace() for char in value):  # netrc-rs splits on Unicode whitespace, quoted or not
+        whole_file.append(RATTLER)
+    if " " in value or "\t" in value or any(ord(char) > 0x7E for char in value):
+        whole_file.append(PYTHON_310)  # shlex splits the quoted value; non-ASCII is no word character
+    wrong_value = [reader for reader in (RATTLER, PYTHON_310, OLD_CURL) if reader not in whole_file]
+    readers = []
+    if whole_file:
+        readers.append("%s reject the whole file, so they use none of its entries" % " and ".join(whole_file))
+    readers.append("%s read the quotes as part of the value" % " and ".join(wrong_value))
+    return ("%s must be written quoted in the .netrc (%s): Python 3.11 and later and curl 7.84 and later read it, "
+            "but %s" % (option, ", ".join(_quoting_reasons(value)), "; ".join(readers)))
+
+
+def quoting_warnings(params: dict) -> list[str]:
+    """:func:`quoting_warning` for every value of the module parameters (``entries[N].password`` in list form)."""
+    if params.get("state") == "absent":
+        return []
+    if params.get("entries") is None:
+        sources = [("", params)]
+    else:
+        sources = [("entries[%d]." % index, element or {}) for index, element in enumerate(params["entries"], 1)]
+    warnings = []
+    for prefix, values in sources:
+        for option in ("machine",) + FIELDS:
+            if values.get(option) is not None:
+                warning = quoting_warning(prefix + option, values[option])
+                if warning:
+                    warnings.append(warning)
+    return warnings
 
 
 def entry_text(spec: NetrcSpec) -> str:
@@ -540,10 +617,26 @@ def _field_separator(doc: Document, keyword: Token) -> str:
     return " "
 
 
+def _rewrite(doc: Document, token: Token, value: str) -> bool:
+    """Whether ``token`` must be written again to hold ``value`` the way this editor writes it.
+
+    A different value, or the same value in another form, except when both forms are quoted: a value
+    an older version (or a person) quoted is rewritten bare as soon as a bare form exists, so that
+    the readers that do not unquote (rattler, Python 3.10 and older) get it, and a quoted value that
+    must stay quoted is left as written.
+    """
+    if token.value != value:
+        return True
+    wanted = quote_token(value)
+    if doc.text[token.start:token.end] == wanted:
+        return False
+    return not (token.quoted and not is_bare(value))
+
+
 def _update_entry(doc: Document, entry: Entry, spec: NetrcSpec) -> tuple[list[tuple[int, int, str]], bool]:
     """Token edits that make ``entry`` hold the wanted values. Returns (edits, password kept)."""
     edits: list[tuple[int, int, str]] = []
-    if entry.name is not None and entry.name.value != spec.machine:
+    if entry.name is not None and _rewrite(doc, entry.name, spec.machine):
         edits.append((entry.name.start, entry.name.end, quote_token(spec.machine)))
     wanted = spec.wanted(has_password=bool(entry.field_pairs("password")))
     additions = []
@@ -559,7 +652,7 @@ def _update_entry(doc: Document, entry: Entry, spec: NetrcSpec) -> tuple[list[tu
         keyword, current = pairs[0]
         if keyword.value != field:  # Python's ``user`` synonym: curl only reads ``login``
             edits.append((keyword.start, keyword.end, field))
-        if current.value != value:
+        if _rewrite(doc, current, value):
             edits.append((current.start, current.end, quote_token(value)))
         # Python keeps the last of repeated keywords, curl may stop at the first: keep one.
         removed.extend(pairs[1:])

@@ -66,7 +66,7 @@ options:
         type: str
       account:
         description:
-          - The C(account) value, as for O(account). Masked in the diff.
+          - The C(account) value, as for O(account). Never shown in output or diffs.
         type: str
   machine:
     description:
@@ -84,13 +84,15 @@ options:
     type: str
   password:
     description:
-      - The password. Written quoted when it holds a space, C("), C(\), C(#) or a tab, so that Python's C(netrc) and
-        curl read the same value. Newlines, NUL and other control characters are refused.
+      - The password. Never shown in output or diffs.
+      - Written bare (unquoted) whenever every common reader reads it back bare, quoted only when it cannot be;
+        see the notes. Newlines, NUL and other control characters are refused.
       - When omitted, an existing password is kept.
     type: str
   account:
     description:
-      - The C(account) value (an additional password some clients use). Masked in the diff like the password.
+      - The C(account) value (an additional password some clients use). Secret like the password, never shown in
+        output or diffs.
       - When omitted, an existing account is kept.
     type: str
   path:
@@ -115,9 +117,15 @@ options:
 notes:
   - O(mode) defaults to V(0600) and is enforced on an existing file; a looser mode is fixed and reported
     as RV(mode_fixed).
-  - A value holding a space, C("), C(\\), C(#) or a tab, or an empty value, must be written quoted. curl 7.84 and later
-    and Python 3.11 and later read quoted tokens; Python 3.10 and older C(netrc) (so C(requests) and conda running
-    on them) fail on the whole file. The module warns, naming the option, when it writes such a value.
+  - Values are written bare (unquoted) whenever every common reader reads them back bare. Quoted tokens are read
+    only by Python 3.11 and later and curl 7.84 and later; rattler (pixi, py-rattler), Python 3.10 and older
+    C(netrc) (so C(requests), pip and conda running on them) and older curl read the quotes as part of the value.
+  - A value is written quoted only when it has no bare form every reader agrees on - it is empty, holds a space or
+    tab, a backslash or a non-ASCII character, or starts with C(") or C(#). The module then warns, naming the option
+    and the readers that cannot read it (rattler and Python 3.10 and older reject the whole file when the value
+    holds a space; Python 3.10 and older also reject any non-ASCII value).
+  - A value an earlier version wrote quoted that can now be bare is rewritten bare (the task reports a change);
+    a quoted value that must stay quoted is left as written.
   - The devsec C(os_hardening) role deletes users' C(.netrc) files unless they are allow-listed.
 seealso:
   - name: Python netrc

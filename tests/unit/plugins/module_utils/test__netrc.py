@@ -260,3 +260,94 @@ def test_garbage_either_parses_or_raises_parse_error(text):
         _netrc.render_netrc(text.encode("utf-8", "surrogatepass"), spec(login="x", password="y"))
     except _netrc.ParseError as exc:
         assert exc.line >= 1
+
+
+# ----------------------------------------------------------------------------- bare whenever every reader agrees
+# The rule and its evidence per reader: tests/integration/test_netrc_consumers.py runs the real readers.
+
+BARE = ["ch#an@l:pw/%9", 'a"b', 'ab"', "ends#", "'single'", "machine", "%41%", "$(id)", "a;b|c&d", "~!"]
+QUOTED = {"#lead": '"#lead"', '"lead': '"\\"lead"', "back\\slash": '"back\\\\slash"', "trailing\\": '"trailing\\\\"',
+          "sp ace": '"sp ace"', "tab\there": '"tab\there"', "": '""', "ünï": '"ünï"', "a\u00a0b": '"a\u00a0b"'}
+
+
+@pytest.mark.parametrize("value", BARE)
+def test_values_every_reader_reads_bare_are_written_bare(tmp_path, value):
+    assert _netrc.is_bare(value) and _netrc.quote_token(value) == value
+    after = _netrc.render_netrc(None, spec(login="me", password=value))
+    assert after == ("machine target.example login me password %s\n" % value).encode()
+    assert python_reads(tmp_path, after)[0][TARGET] == ("me", "", value)
+    assert _netrc.quoting_warning("password", value) is None
+
+
+@pytest.mark.parametrize("value, written", sorted(QUOTED.items()))
+def test_values_without_a_bare_form_are_quoted(tmp_path, value, written):
+    assert not _netrc.is_bare(value) and _netrc.quote_token(value) == written
+    after = _netrc.render_netrc(None, spec(login="me", password=value))
+    assert after == ("machine target.example login me password %s\n" % written).encode()
+    assert python_reads(tmp_path, after)[0][TARGET] == ("me", "", value)
+
+
+def test_quoting_warning_names_the_readers_and_how_they_fail():
+    spaced = _netrc.quoting_warning("password", "sp ace")
+    assert spaced.startswith("password must be written quoted in the .netrc (it holds a space or tab)")
+    assert "rattler (pixi, py-rattler) and Python 3.10 and older" in spaced
+    assert "reject the whole file" in spaced and "curl before 7.84 read the quotes" in spaced
+    hashed = _netrc.quoting_warning("entries[2].password", "#lead")
+    assert hashed.startswith("entries[2].password must be written quoted in the .netrc (it starts with #)")
+    assert "whole file" not in hashed
+    assert "rattler (pixi, py-rattler) and Python 3.10 and older" in hashed and "read the quotes as part" in hashed
+    unicode = _netrc.quoting_warning("account", "ünï")
+    assert "(it holds a non-ASCII character)" in unicode
+    assert "but Python 3.10 and older (their netrc module, so conda, requests and pip running on them) reject the " \
+           "whole file" in unicode
+    assert "rattler (pixi, py-rattler) and curl before 7.84 read the quotes" in unicode
+    # netrc-rs splits on Unicode whitespace: a no-break space makes rattler reject the file too.
+    assert "rattler (pixi, py-rattler) and Python 3.10" in _netrc.quoting_warning("password", "a\u00a0b")
+    assert "(it is empty)" in _netrc.quoting_warning("password", "")
+    assert "(it holds a backslash)" in _netrc.quoting_warning("password", "a\\b")
+
+
+def test_quoting_warnings_name_each_option_of_the_task():
+    params = dict(state="present", entries=[dict(machine="a", password="plain#ok", login="sp ace"),
+                                            dict(default=True, password="#x", account="ok")])
+    warnings = _netrc.quoting_warnings(params)
+    assert [warning.split(" ", 1)[0] for warning in warnings] == ["entries[1].login", "entries[2].password"]
+    assert _netrc.quoting_warnings(dict(state="absent", machine="a", password="sp ace", entries=None)) == []
+    single = _netrc.quoting_warnings(dict(state="present", machine="a", login="u", password="ch#an@l:pw/%9",
+                                          account=None, entries=None))
+    assert single == []
+
+
+def test_a_value_quoted_by_an_older_version_is_rewritten_bare_once():
+    before = b'# kept\nmachine target.example\n  login "me"\n  password "ch#an@l:pw/%9"\nmachine other login o\n'
+    plan = _netrc.plan_netrc(before, spec(login="me", password="ch#an@l:pw/%9"))
+    assert plan.after == b"# kept\nmachine target.example\n  login me\n  password ch#an@l:pw/%9\nmachine other login o\n"
+    assert _netrc.plan_netrc(plan.after, spec(login="me", password="ch#an@l:pw/%9")).after == plan.after
+
+
+def test_a_quoted_machine_name_is_rewritten_bare():
+    before = b'machine "target.example" login me password pw\n'
+    assert _netrc.render_netrc(before, spec(login="me", password="pw")) == b"machine target.example login me password pw\n"
+
+
+@pytest.mark.parametrize("written", ['"sp ace"', '"sp\\ ace"'])
+def test_a_quoted_value_that_must_stay_quoted_is_left_as_written(written):
+    before = ("machine target.example login me password %s\n" % written).encode()
+    assert _netrc.render_netrc(before, spec(login="me", password="sp ace")) == before
+
+
+@pytest.mark.parametrize("written, value, rewritten", [
+    ("back\\slash", "backslash", "backslash"),  # Python reads 'backslash', curl and rattler 'back\slash'
+    ("#lead", "#lead", '"#lead"'),              # curl 7.84-7.88 reads a comment
+    ("ünï", "ünï", '"ünï"'),                    # curl 8.14 ends the token at the first non-ASCII byte
+])
+def test_a_bare_value_in_a_form_some_reader_misreads_is_rewritten(written, value, rewritten):
+    before = ("machine target.example login me password %s\n" % written).encode()
+    after = _netrc.render_netrc(before, spec(login="me", password=value))
+    assert after == ("machine target.example login me password %s\n" % rewritten).encode()
+
+
+def test_account_is_a_secret_in_both_forms_of_the_options():
+    options = _netrc.argument_spec()
+    assert options["account"]["no_log"] is True
+    assert options["entries"]["options"]["account"]["no_log"] is True

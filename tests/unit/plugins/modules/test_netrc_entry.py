@@ -404,3 +404,116 @@ def test_adhoc_entries_with_diff_and_vvv_never_show_a_password(tmp_path):
     for secret in ("s3cr3t pw", "m#rr", "acct-9", "guest-pw", "other-secret", "other-acct"):
         assert secret not in raw, secret
     assert netrc_of(path)[HOST] == ("svc", "", "s3cr3t pw")
+
+
+# ----------------------------------------------------------------------------- bare tokens, quoting warnings, account
+
+
+def call_warned(module_args: dict, **kwargs) -> tuple[dict, list[str]]:
+    """``call_module`` and the warnings the module raised (Ansible prints a repeated warning only once per process,
+    so they are taken where the module raises them)."""
+    from unittest import mock
+
+    from ansible.module_utils.basic import AnsibleModule
+
+    raised: list[str] = []
+    original = AnsibleModule.warn
+
+    def warn(self, warning, *args, **kw):
+        raised.append(warning)
+        return original(self, warning, *args, **kw)
+
+    with mock.patch.object(AnsibleModule, "warn", warn):
+        result = call_module("netrc_entry", module_args, **kwargs)
+    return result, raised
+
+
+def test_a_password_every_reader_reads_bare_is_written_bare_without_warning(tmp_path):
+    path = tmp_path / ".netrc"
+    result, warnings = call_warned(args(path, password="ch#an@l:pw/%9"))
+    assert result["changed"] and warnings == [], result
+    assert path.read_bytes() == b"machine %s login svc password ch#an@l:pw/%%9\n" % HOST.encode()
+    assert netrc_of(path)[HOST] == ("svc", "", "ch#an@l:pw/%9")
+
+
+@pytest.mark.parametrize("password, reason, whole_file", [
+    ("s3cr3t pw", "it holds a space or tab", True),
+    ("#lead", "it starts with #", False),
+    ("back\\slash", "it holds a backslash", False),
+    ("ünï", "it holds a non-ASCII character", True),
+    ("", "it is empty", False),
+])
+def test_a_quoted_password_warns_naming_the_readers_that_cannot_read_it(tmp_path, password, reason, whole_file):
+    path = tmp_path / ".netrc"
+    result, [warning] = call_warned(args(path, password=password))
+    assert result["changed"] and netrc_of(path)[HOST] == ("svc", "", password)
+    assert warning.startswith("password must be written quoted in the .netrc (%s)" % reason)
+    for reader in ("rattler (pixi, py-rattler)", "Python 3.10 and older", "curl before 7.84"):
+        assert reader in warning
+    assert ("reject the whole file" in warning) is whole_file
+
+
+def test_entries_warn_once_per_quoted_value_naming_the_element(tmp_path):
+    path = tmp_path / ".netrc"
+    _result, warnings = call_warned(dict(entries=ENTRIES, path=str(path)))
+    assert [warning.split(" ", 1)[0] for warning in warnings] == ["entries[1].password", "entries[2].password"]
+
+
+def test_a_file_quoted_by_an_older_version_is_rewritten_bare_and_reports_changed(tmp_path):
+    path = tmp_path / ".netrc"
+    old = b'machine %s login svc password "ch#an@l:pw/%%9"\n' % HOST.encode()
+    path.write_bytes(OTHER + old)
+    os.chmod(path, 0o600)
+    result = call_module("netrc_entry", args(path, password="ch#an@l:pw/%9"), diff=True)
+    assert result["changed"] is True
+    assert "ch#an" not in json.dumps(result)
+    assert path.read_bytes() == OTHER + b"machine %s login svc password ch#an@l:pw/%%9\n" % HOST.encode()
+    assert call_module("netrc_entry", args(path, password="ch#an@l:pw/%9"))["changed"] is False
+
+
+def test_a_file_quoted_by_an_older_version_that_must_stay_quoted_is_left_alone(tmp_path):
+    path = tmp_path / ".netrc"
+    path.write_bytes(OTHER + b'machine %s login svc password "s3cr3t pw"\n' % HOST.encode())
+    os.chmod(path, 0o600)
+    digest = sha(path)
+    result = call_module("netrc_entry", args(path))
+    assert result["changed"] is False and sha(path) == digest
+
+
+@pytest.mark.parametrize("extra", [
+    dict(state="bogus"),  # refused by Ansible's own argument validation
+    dict(password="two\nlines"),  # refused by the module before it registers its secrets
+])
+def test_account_is_never_shown_even_when_the_arguments_are_refused(tmp_path, extra):
+    single = call_module("netrc_entry", args(tmp_path / ".netrc", account="acct-leak-77", **extra))
+    assert single["failed"] and "acct-leak-77" not in json.dumps(single), single
+    entry = dict(machine=HOST, login="svc", password="pw", account="acct-leak-78")
+    entry.update({key: value for key, value in extra.items() if key != "state"})
+    listed = call_module("netrc_entry", dict(entries=[entry], path=str(tmp_path / ".netrc"),
+                                             state=extra.get("state", "present")))
+    assert listed["failed"] and "acct-leak-78" not in json.dumps(listed), listed
+
+
+def test_windows_action_writes_the_same_bare_bytes_and_the_same_warnings(tmp_path):
+    helpers = _windows_action_helpers()
+    for password, account in (("ch#an@l:pw/%9", "acct-1"), ("s3cr3t pw", "acct #1")):
+        host = helpers.WindowsHost()
+        task_args = dict(machine=HOST, login="svc", password=password, account=account)
+        result = helpers.run_action("netrc_entry", task_args, host)
+        posix_path = tmp_path / ("posix-" + account)
+        _posix, warnings = call_warned(dict(task_args, path=str(posix_path)))
+        assert host.files["%USERPROFILE%\\_netrc"] == posix_path.read_bytes()
+        assert result.get("warnings", []) == warnings
+        assert password not in json.dumps(result) and account not in json.dumps(result)
+    assert b"password ch#an@l:pw/%9 account acct-1" in (tmp_path / "posix-acct-1").read_bytes()
+
+
+def _windows_action_helpers():
+    """The simulated Windows host of tests/unit/plugins/action/test_windows_actions.py."""
+    import importlib.util
+
+    location = os.path.join(os.path.dirname(os.path.dirname(__file__)), "action", "test_windows_actions.py")
+    spec = importlib.util.spec_from_file_location("condafleet_windows_action_helpers", location)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
