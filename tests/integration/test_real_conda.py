@@ -367,6 +367,25 @@ def test_stale_proxy_variable_beats_a_right_condarc(host, squid, channel_factory
     assert_conda_installs(host, alice, squid, channel, "px-alice", "reader-alice")
 
 
+def test_final_system_proxy_wins_over_the_account_condarc(host, squid, channel_factory):
+    """``final: true`` writes conda's ``#!final`` into /etc/conda/.condarc: an account's own ~/.condarc naming
+    another proxy no longer counts, for conda itself; without it, the account's file wins."""
+    channel = channel_factory()
+    alice = host.add_account("cfrfa" + os.urandom(2).hex())
+    args = {"scope": "system", "methods": ["condarc", "netrc"], "users": [alice.name], "http": squid.url,
+            "https": squid.url, "proxy_username": "fleet", "proxy_password": PROXY_ACCOUNTS["fleet"],
+            "world_readable_password": True, "final": True, "netrc_entries": [netrc_entry("reader")]}
+    host.configure("conda_proxy", args)
+    host.write_file(alice, ".condarc", "proxy_servers:\n  http: http://127.0.0.1:9\n  https: http://127.0.0.1:9\n",
+                    mode=0o600)
+    assert_conda_installs(host, alice, squid, channel, "fleet", "reader")
+
+    host.configure("conda_proxy", dict(args, final=False))
+    shown = host.conda(alice, "config --show proxy_servers --json")
+    assert shown.returncode == 0, mask(shown.stderr)[-2000:]
+    assert json.loads(shown.stdout)["proxy_servers"] == {"http": "http://127.0.0.1:9", "https": "http://127.0.0.1:9"}
+
+
 def test_root_only_system_condarc_breaks_every_non_root_conda(host):
     """A ``0600 root`` /etc/conda/.condarc (what system scope used to write for a literal password): every
     non-root conda command fails with PermissionError; conda does not skip a file it cannot read."""
