@@ -97,7 +97,7 @@ class CondarcSpec:
     ``ssl_verify``); ``ssl_verify`` is ``None`` when the task does not name it.
     """
 
-    def __init__(self, state, scope, prefix, path, proxy_servers, ssl_verify, final, secrets):
+    def __init__(self, state, scope, prefix, path, proxy_servers, ssl_verify, final, secrets, literal_password=None):
         self.state = state
         self.scope = scope
         self.prefix = prefix
@@ -105,7 +105,9 @@ class CondarcSpec:
         self.proxy_servers = proxy_servers  # type: OrderedDict[str, str] | None
         self.ssl_verify = ssl_verify
         self.final = final
-        self.secrets = secrets  # every form of every password, for no_log_values and masking
+        self.secrets = secrets  # every form of every password, for no_log_values and masking (none too short)
+        # a password of any length (secrets leaves out forms too short to mask wherever they occur)
+        self.literal_password = bool(secrets) if literal_password is None else literal_password
 
     @property
     def manages_ssl_verify(self) -> bool:
@@ -114,14 +116,11 @@ class CondarcSpec:
     @property
     def has_literal_password(self) -> bool:
         """True when a password (not a ``${VAR}`` reference) ends up in the file."""
-        return self.state == "present" and bool(self.secrets)
+        return self.state == "present" and self.literal_password
 
     def mask(self, text: str) -> str:
         """``text`` with every password masked: URL passwords, and each known secret verbatim."""
-        text = _proxyurl.mask_secrets(text)
-        for secret in self.secrets:
-            text = text.replace(secret, _proxyurl.MASK)
-        return text
+        return _proxyurl.mask_known(text, self.secrets)
 
     def masked_proxy_servers(self) -> dict | None:
         if self.proxy_servers is None:
@@ -129,6 +128,7 @@ class CondarcSpec:
         return OrderedDict((key, self.mask(value)) for key, value in self.proxy_servers.items())
 
 
+MAX_PATH_LENGTH = 4096  # PATH_MAX on Linux
 _TRUE_WORDS = ("true", "yes", "on")
 _FALSE_WORDS = ("false", "no", "off")
 _WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
@@ -151,6 +151,8 @@ def _normalize_ssl_verify(value: t.Any) -> bool | str | None:
     if text == "truststore":
         return text
     _proxyurl.reject_control_characters("ssl_verify", text)
+    if len(text) > MAX_PATH_LENGTH:
+        raise CondarcSpecError("ssl_verify is %d characters long; a CA bundle path has at most %d" % (len(text), MAX_PATH_LENGTH))
     if not (text.startswith(("/", "~")) or _WINDOWS_ABSOLUTE.match(text) or _WINDOWS_PROFILE.match(text)):
         raise CondarcSpecError(
             "ssl_verify must be true, false, truststore or the absolute path of a CA bundle file or "
@@ -164,6 +166,8 @@ def _server_key(name: str) -> str:
     if not isinstance(name, str):
         raise CondarcSpecError("servers keys must be strings such as 'https://repo.example.com', got %r" % (name,))
     _proxyurl.reject_control_characters("servers key", name)
+    if len(name) > 300:
+        raise CondarcSpecError("a servers key of %d characters is not 'scheme://host' (a host name has at most 253)" % len(name))
     match = re.match(r"^(https?)://(.*)$", name, re.IGNORECASE)
     if not match:
         if name.lower() in ("http", "https"):
@@ -176,20 +180,29 @@ def _server_key(name: str) -> str:
 
 
 def _password_forms(url: str, password: str | None) -> list[str]:
+    """Every form of the password in ``url`` and of ``password`` (as given and encoded), none too short to mask."""
     forms = set(_proxyurl.secrets_in(url))
-    try:
-        from urllib.parse import unquote, urlsplit
-
-        embedded = urlsplit(url).password
-    except ValueError:
-        embedded = None
-    if embedded and not embedded.startswith("$"):
-        forms.update((embedded, unquote(embedded)))
     if password and not _VAR_REF.match(password):
         from urllib.parse import quote
 
         forms.update((password, quote(password, safe="")))
-    return [form for form in forms if form]
+    return _proxyurl.maskable(forms)
+
+
+def secrets_in_params(params: dict) -> list[str]:
+    """Every form of every password in the options, found before anything is validated.
+
+    For ``module.no_log_values`` first thing: an option that fails validation is still echoed back
+    (``invocation``) and must not show the password a URL holds.
+    """
+    forms = set()
+    servers = params.get("servers")
+    values = [params.get("http"), params.get("https")] + (list(servers.values()) if isinstance(servers, dict) else [])
+    for value in values:
+        if isinstance(value, str):
+            forms.update(_proxyurl.secrets_in(value))
+    forms.update(_password_forms("", params.get("proxy_password") or None))
+    return sorted(forms, key=len, reverse=True)
 
 
 _VAR_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -236,6 +249,7 @@ def spec_from_params(params: dict) -> CondarcSpec:
         raise CondarcSpecError("proxy_password needs proxy_username")
 
     secrets = set()
+    literal_password = bool(password) and not _VAR_REF.match(password)
     urls = []  # (option name, key in proxy_servers, url)
     for scheme in ("http", "https"):
         value = params.get(scheme)
@@ -244,19 +258,22 @@ def spec_from_params(params: dict) -> CondarcSpec:
     servers = params.get("servers") or {}
     if not isinstance(servers, dict):
         raise CondarcSpecError("servers must be a dictionary of 'scheme://host' keys to proxy URLs")
+    keys = set(url_key for _option, url_key, _url in urls)  # a set: many servers must not be quadratic
     for name, value in servers.items():
         key = _server_key(name)
         if not isinstance(value, str) or not value:
             raise CondarcSpecError("servers[%r] must be a proxy URL (use bypass for hosts reached directly)" % name)
-        if any(url_key == key for _option, url_key, _url in urls):
+        if key in keys:
             raise CondarcSpecError("servers has %r twice (keys are compared case-insensitively)" % key)
+        keys.add(key)
         urls.append(("servers[%r]" % name, key, value))
 
     proxy_servers = OrderedDict()
     for option, key, url in urls:
         try:
-            _proxyurl.validate_proxy_url(option, url)
             secrets.update(_password_forms(url, None))
+            _proxyurl.validate_proxy_url(option, url)
+            literal_password = literal_password or _proxyurl.has_password(url)
             full = _with_credentials(url, username, password)
         except _proxyurl.ProxyValueError as exc:
             raise CondarcSpecError("%s: %s" % (option, exc) if not str(exc).startswith(option) else str(exc))
@@ -288,6 +305,7 @@ def spec_from_params(params: dict) -> CondarcSpec:
         ssl_verify=ssl_verify,
         final=bool(params.get("final")),
         secrets=sorted(secrets, key=len, reverse=True),
+        literal_password=literal_password,
     )
 
 
@@ -1075,9 +1093,11 @@ def _compose(text: str, what: str) -> t.Any:
         raise ParseError(_mark_line(exc), "invalid YAML (%s): %s" % (what, problem))
     if node is not None and not isinstance(node, _yaml.MappingNode):
         raise ParseError(node.start_mark.line + 1, "the top level of a .condarc must be a mapping")
-    _reject_alias_bomb(node)
+    if "*" in text:  # no alias without a '*'
+        _reject_alias_bomb(node)
     _reject_duplicates(node, set())
-    _reject_bad_tagged_scalars(node)
+    if "!" in text:  # an explicit tag needs a '!'; a resolved one always constructs
+        _reject_bad_tagged_scalars(node)
     return node
 
 

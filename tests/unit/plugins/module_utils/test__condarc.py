@@ -651,11 +651,16 @@ def finishes_within(seconds: float):
 
     previous = signal.signal(signal.SIGALRM, _expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    expired = False
     try:
         yield
+    except _TookTooLong:
+        expired = True  # raised anywhere, even inside a C call: report it from here, without that traceback
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    if expired:
+        raise AssertionError("took longer than %ss" % seconds)
 
 
 def alias_bomb(levels: int = 8, width: int = 15, owned: bool = False) -> bytes:
@@ -787,3 +792,60 @@ def test_real_conda_skips_a_file_with_a_tab_after_a_colon(tmp_path):
     with pytest.raises(ParseError) as info:
         render_condarc(condarc.read_bytes(), BASE)
     assert info.value.line == 1 and "tab" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Options: bounded in time, passwords found before validation, short ones never masked into other text
+
+MB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(http="http://u:" + "S3cret" * (MB // 6) + "@proxy:3128"),
+        dict(https="http://proxy:" + "1" * MB),
+        dict(http="http://" + "a" * MB + ":3128"),
+        dict(servers={"https://" + "a" * MB: "http://proxy:3128"}),
+        dict(servers={"https://h%d.example" % i: "http://u:pw%d@proxy:3128" % i for i in range(5000)}),
+        dict(bypass=["a" * MB]),
+        dict(ssl_verify="/" + "a" * MB),
+        dict(http="http://proxy:3128", proxy_username="u" * MB, proxy_password="p" * MB),
+    ],
+    ids=["password", "port", "host", "servers-key", "many-servers", "bypass", "ssl_verify", "credentials"],
+)
+def test_1mb_options_take_well_under_a_second(params):
+    with finishes_within(1.0):
+        try:
+            made = spec_from_params(params)
+        except ValueError as exc:
+            assert len(str(exc)) < 300 and "S3cret" not in str(exc)
+        else:
+            render_condarc(b"channels: [defaults]\n", made)
+
+
+def test_secrets_in_params_are_found_before_anything_is_validated():
+    params = dict(http="http://u:s3cr3t/pa%20ss@proxy:3128", https="http://u:An%40therPw@proxy:1",
+                  servers={"https://repo.example": "http://u:ServerPw9@p:1"}, proxy_password="Given/Pw")
+    forms = _condarc.secrets_in_params(params)
+    for form in ("s3cr3t/pa%20ss", "s3cr3t/pa ss", "An%40therPw", "An@therPw", "ServerPw9", "Given/Pw", "Given%2FPw"):
+        assert form in forms
+    with pytest.raises(CondarcSpecError) as info:
+        spec_from_params(params)
+    assert "s3cr3t" not in str(info.value) and "pa%20ss" not in str(info.value)
+
+
+def test_a_raw_at_in_a_url_password_is_refused_not_written():
+    with pytest.raises(CondarcSpecError) as info:
+        spec_from_params(dict(http="http://u:p@ss@proxy.example:3128"))
+    message = str(info.value)
+    assert "http://********@proxy.example:3128" in message and "proxy_username/proxy_password" in message
+    assert "p@ss" not in message and "ss@" not in message
+
+
+def test_a_short_password_is_masked_in_its_url_and_nowhere_else():
+    made = spec(http="http://proxy.example:3128", proxy_username="u", proxy_password="p")
+    assert made.has_literal_password and made.secrets == []
+    after = render_condarc(None, made).decode()
+    assert made.mask(after) == "proxy_servers:\n  http: http://u:********@proxy.example:3128\n"
+    assert spec(http="http://u:${PW}@proxy.example:3128").has_literal_password is False
