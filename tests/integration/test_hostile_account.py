@@ -371,8 +371,10 @@ def direct(module: str, args: dict, diff: bool = False, timeout: float = 30) -> 
     """Run the module directly as root, bounded; returns (result or None on timeout, raw output)."""
     code, out, err, _seconds = _run_bounded(direct_cmd(module), timeout, stdin=direct_args(args, diff=diff),
                                             env=dict(os.environ))
-    if code is None or "{" not in out:
+    if code is None:
         return None, out + err
+    if "{" not in out:
+        pytest.fail("%s printed no result:\n%s" % (module, (out + err)[-2000:]))
     return json.loads(out[out.index("{"):]), out + err
 
 
@@ -479,38 +481,71 @@ def test_temp_file_race_never_gives_the_account_a_root_file(account, root_tree, 
         attempt + 1, RACE_TRIES, module, hits, harm)
     assert not crashes, "no harm, but %s died of an unhandled exception instead of a clear message: %s" % (
         module, crashes)
+    print("%s: %d tries, the account swapped %d temp files for symlinks, no harm" % (module, RACE_TRIES, hits))
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 2. Backup flood: symlinks at every plausible backup name
+# 2. Backup names: symlinks planted at every name the backup of root's run can take
 
-FLOODER = r"""
+BACKUP_WATCHER = r"""
 import os, sys, time
-path, victim, first_pid, count, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-now = time.time()
-for pid in range(first_pid, first_pid + count):
-    for s in range(seconds):
+path, victim, marker, seconds, log = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+done, first_seen, deadline = set(os.listdir("/proc")), {}, time.time() + seconds
+open(log + ".ready", "w").close()
+while time.time() < deadline:
+    for pid in set(os.listdir("/proc")) - done:
+        # a new process shows its parent's command line until it has run exec(): look again for 2 s
+        if time.time() - first_seen.setdefault(pid, time.time()) > 2:
+            done.add(pid)
         try:
-            os.symlink(victim, "%s.%d.%s" % (path, pid, time.strftime("%Y-%m-%d@%H:%M:%S~", time.localtime(now + s))))
-        except FileExistsError:
-            pass
+            with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                if marker.encode() not in handle.read():
+                    continue
+        except OSError:
+            done.add(pid)
+            continue
+        done.add(pid)
+        # root's module: its backup will be <path>.<its pid>.<the second it is made>~
+        now = time.time()
+        for s in range(12):
+            try:
+                stamp = time.strftime("%Y-%m-%d@%H:%M:%S~", time.localtime(now + s))
+                os.symlink(victim, "%s.%s.%s" % (path, pid, stamp))
+            except OSError:
+                pass
+        with open(log, "a") as handle:
+            handle.write(pid + "\n")
+    time.sleep(0.002)
 """
 
 
-def test_backup_names_flooded_with_symlinks_leave_root_files_alone(account, root_tree):
+def test_backup_names_planted_as_symlinks_leave_root_files_alone(account, root_tree):
+    """The account watches /proc for root's module and plants symlinks at every backup name it can take."""
     victim = Victim(os.path.join(root_tree, "private", "victim"), b"root only\n" + secret("BACKUP").encode() + b"\n")
     netrc = os.path.join(account.pw_dir, ".netrc")
+    log = os.path.join(account.pw_dir, ".cfh-backup.log")
     as_account(account, "printf 'machine old.example login a password b\\n' > .netrc && chmod 600 .netrc")
-    with open("/proc/sys/kernel/ns_last_pid") as handle:
-        last_pid = int(handle.read())
-    # the module's pid is a few above the last one; its backup name has the second the backup is made
-    as_account(account, "%s -c '%s' %s %s %d 400 8" % (PYTHON, FLOODER.replace("'", "'\\''"), netrc, victim.path,
-                                                       last_pid + 1))
-    result, raw = direct("netrc_entry", {"user": account.pw_name, "machine": "conda.corp.example", "login": "svc",
-                                         "password": "pw-backup", "backup": True})
-    assert result is not None, raw[-2000:]
-    backup = result.get("backup_file")
+    watcher = start_as_account(account, [PYTHON, "-c", BACKUP_WATCHER, netrc, victim.path, "netrc_entry", "30", log])
+    try:
+        for _wait in range(200):
+            if os.path.exists(log + ".ready") or watcher.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert os.path.exists(log + ".ready"), "the account's watcher did not start: %s" % watcher.stderr.read()
+        module = start_direct("netrc_entry", {"user": account.pw_name, "machine": "conda.corp.example",
+                                              "login": "svc", "password": "pw-backup", "backup": True},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            raw = module.communicate(timeout=30)[0]
+        finally:
+            stop(module)
+    finally:
+        stop(watcher)
+    assert "{" in raw, raw[-2000:]
+    result = json.loads(raw[raw.index("{"):])
+    assert glob.glob("%s.%d.*~" % (netrc, module.pid)), "the account planted nothing for root's module: no attack made"
     assert victim.harm() is None, "%s (through a backup-name symlink planted by the account)" % victim.harm()
+    backup = result.get("backup_file")
     if backup:
         assert not os.path.islink(backup), "the backup was written through the account's symlink %s" % backup
     assert not crashed(result), "no harm, but an unhandled exception instead of a clear message: %s" % result["msg"]
@@ -770,7 +805,8 @@ def test_hard_linked_root_file_keeps_content_owner_and_mode(account, root_tree, 
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 7. Denial of service: every input is bounded
+# 7. Denial of service: every input is bounded. Timed on the module's own run (a Python process running its
+# main()), so that ansible's start-up on a loaded machine cannot make a test fail.
 
 
 def _unblock_fifo(path: str) -> None:
@@ -798,7 +834,7 @@ def test_fifo_is_refused_without_hanging(account, module):
         script += " && echo \"export CONDARC=$HOME/%s\" >> .profile" % name
     as_account(account, script)
     try:
-        result, raw, seconds = adhoc(module, dict(args, user=account.pw_name), timeout=DOS_LIMIT)
+        result, _raw = direct(module, dict(args, user=account.pw_name), timeout=DOS_LIMIT)
     finally:
         _unblock_fifo(fifo)
     assert result is not None, "%s with a FIFO at %s did not finish within %d s" % (module, fifo, DOS_LIMIT)
@@ -821,8 +857,8 @@ def test_yaml_alias_bomb_condarc_finishes_quickly(account):
     bomb = alias_bomb()
     assert 450 < len(bomb) < 600
     as_account(account, "cat > .condarc", stdin=bomb.encode())
-    result, raw, seconds = adhoc("condarc_proxy", {"user": account.pw_name, "http": "http://127.0.0.1:3128"},
-                                 timeout=DOS_LIMIT)
+    result, _raw = direct("condarc_proxy", {"user": account.pw_name, "http": "http://127.0.0.1:3128"},
+                          timeout=DOS_LIMIT)
     assert result is not None, "condarc_proxy on a %d-byte alias bomb did not finish within %d s" % (
         len(bomb), DOS_LIMIT)
     assert not crashed(result), result.get("exception")
@@ -830,8 +866,8 @@ def test_yaml_alias_bomb_condarc_finishes_quickly(account):
 
 def test_long_profile_line_with_diff_finishes_quickly(account):
     as_account(account, "%s -c 'print(\"# \" + \"a\" * 200000)' >> .profile" % PYTHON)
-    result, raw, seconds = adhoc("env_proxy", {"user": account.pw_name, "scope": "user",
-                                               "http_proxy": "http://127.0.0.1:3128"}, diff=True, timeout=DOS_LIMIT)
+    result, _raw = direct("env_proxy", {"user": account.pw_name, "scope": "user",
+                                        "http_proxy": "http://127.0.0.1:3128"}, diff=True, timeout=DOS_LIMIT)
     assert result is not None, "env_proxy --diff on a 200 KB .profile line did not finish within %d s" % DOS_LIMIT
     assert not crashed(result), result.get("exception")
 
@@ -841,8 +877,8 @@ def test_huge_netrc_is_refused_naming_the_size_limit(account):
                % PYTHON, timeout=60)
     netrc = os.path.join(account.pw_dir, ".netrc")
     size = os.path.getsize(netrc)
-    result, raw, seconds = adhoc("netrc_entry", {"user": account.pw_name, "machine": "conda.corp.example",
-                                                 "login": "svc", "password": "pw"}, timeout=DOS_LIMIT)
+    result, _raw = direct("netrc_entry", {"user": account.pw_name, "machine": "conda.corp.example", "login": "svc",
+                                          "password": "pw"}, timeout=DOS_LIMIT)
     assert result is not None, "netrc_entry on a %d-byte .netrc did not finish within %d s" % (size, DOS_LIMIT)
     assert failed_cleanly(result), "a %d-byte .netrc was not refused: %s" % (
         size, result.get("msg", "changed=%s" % result.get("changed")))
