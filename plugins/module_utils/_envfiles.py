@@ -31,10 +31,11 @@ except ImportError:  # pragma: no cover
 
 from ._paths import under_root  # noqa: F401 -- part of this module's API for the module
 from ._proxyurl import (
-    MASK,
     ProxyValueError,
     add_credentials,
-    mask_secrets,
+    has_password,
+    mask_known,
+    maskable,
     reject_control_characters,
     secrets_in,
     validate_proxy_url,
@@ -77,10 +78,17 @@ class ParseError(ValueError):
 class EnvSpec:
     """Validated env_proxy options: the variables in order and every form of their secrets."""
 
-    def __init__(self, state: str, variables: list[tuple[str, str]], secrets: list[str]) -> None:
+    def __init__(self, state: str, variables: list[tuple[str, str]], secrets: list[str],
+                 literal_password: bool | None = None) -> None:
         self.state = state
         self.variables = variables
-        self.secrets = secrets
+        self.secrets = secrets  # none shorter than _proxyurl.MIN_SECRET_LENGTH: those are masked in URLs only
+        self.literal_password = bool(secrets) if literal_password is None else literal_password
+
+    @property
+    def has_literal_password(self) -> bool:
+        """True when a password of any length ends up in the files."""
+        return self.state == "present" and self.literal_password
 
 
 def argument_spec() -> dict:
@@ -114,18 +122,26 @@ def is_noncharacter(char: str) -> bool:
     return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
 
 
+_NONCHARACTER = re.compile(
+    "[\ufdd0-\ufdef" + "".join("%s%s" % (chr(plane << 16 | 0xFFFE), chr(plane << 16 | 0xFFFF)) for plane in range(17)) + "]"
+)
+
+
+_WHITE_SPACE = re.compile(r"\s")
+
+
 def _check_text(name: str, value: str) -> str:
     reject_control_characters(name, value)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise EnvValueError("%s is not valid Unicode text (it holds a lone surrogate)" % name)
-    for char in value:
-        if is_noncharacter(char):
-            raise EnvValueError(
-                "%s contains the Unicode noncharacter U+%04X, which systemd's environment.d and launchd "
-                "property lists cannot hold" % (name, ord(char))
-            )
+    found = _NONCHARACTER.search(value)  # one regex pass: a 1 MB value is checked in milliseconds
+    if found:
+        raise EnvValueError(
+            "%s contains the Unicode noncharacter U+%04X, which systemd's environment.d and launchd "
+            "property lists cannot hold" % (name, ord(found.group(0)))
+        )
     return value
 
 
@@ -135,17 +151,19 @@ def _no_proxy_entries(value: t.Any) -> list[str]:
         return []
     items = value if isinstance(value, (list, tuple)) else [value]
     entries = []
+    seen = set()
     for item in items:
         if not isinstance(item, str):
             raise EnvValueError("no_proxy entries must be strings, got %r" % (item,))
+        _check_text("no_proxy", item)  # once per item, not per entry: a long no_proxy stays fast
         for entry in item.split(","):
             entry = entry.strip()
             if not entry:
                 continue
-            _check_text("no_proxy", entry)
-            if re.search(r"\s", entry):
+            if _WHITE_SPACE.search(entry):
                 raise EnvValueError("no_proxy entry %r contains white space" % entry)
-            if entry not in entries:
+            if entry not in seen:  # a set: a list here made a long no_proxy quadratic
+                seen.add(entry)
                 entries.append(entry)
     return entries
 
@@ -166,9 +184,9 @@ def spec_from_params(params: dict) -> EnvSpec:
         raise EnvValueError("case must be one of both, lower, upper, got %r" % case)
     username = params.get("proxy_username")
     password = params.get("proxy_password")
-    secrets = []  # type: list[str]
-    if password:
-        secrets.extend([password, quote(password, safe="")])
+    # every password is collected before anything is validated: messages are masked with them
+    secrets = list(secrets_in_params(params))
+    literal_password = bool(password)
     if password and not username:
         raise EnvValueError("proxy_password needs proxy_username")
 
@@ -179,7 +197,7 @@ def spec_from_params(params: dict) -> EnvSpec:
             continue
         validate_proxy_url(option, url)
         _check_text(option, url)
-        secrets.extend(secrets_in(url))
+        literal_password = literal_password or has_password(url)
         values[option] = add_credentials(url, username, password)
     if (username or password) and not values:
         raise EnvValueError("proxy_username/proxy_password need http_proxy or https_proxy")
@@ -213,8 +231,29 @@ def spec_from_params(params: dict) -> EnvSpec:
 
     if state == "present" and not variables:
         raise EnvValueError("state=present needs at least one of http_proxy, https_proxy, no_proxy, extra")
-    unique = sorted(set(s for s in secrets if s), key=len, reverse=True)
-    return EnvSpec(state, variables, unique)
+    unique = sorted(set(maskable(secrets)), key=len, reverse=True)
+    return EnvSpec(state, variables, unique, literal_password)
+
+
+def secrets_in_params(params: dict) -> list[str]:
+    """Every form of every password in the options (``proxy_password``, passwords inside ``http_proxy``,
+    ``https_proxy`` and ``extra`` URLs), found without validating anything.
+
+    The module adds these to ``no_log_values`` first thing: an option that then fails validation is still
+    echoed back (``invocation`` at -vvv) and must not show the password its URL holds.
+    """
+    forms = set()
+    password = params.get("proxy_password")
+    if isinstance(password, str) and password:
+        forms.update((password, quote(password, safe="")))
+    values = [params.get("http_proxy"), params.get("https_proxy")]
+    extra = params.get("extra")
+    if isinstance(extra, dict):
+        values.extend(extra.values())
+    for value in values:
+        if isinstance(value, str) and value:
+            forms.update(secrets_in(value))
+    return sorted(maskable(forms), key=len, reverse=True)
 
 
 def variables_from_params(params: dict) -> list[tuple[str, str]]:
@@ -521,12 +560,9 @@ def secret_forms(secrets: t.Iterable[str]) -> list[str]:
             variants.add(quote_systemd(variant)[1:-1])
             variants.add(variant.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
         forms.update(v for v in variants if v)
-    return sorted(forms, key=len, reverse=True)
+    return sorted(maskable(forms), key=len, reverse=True)
 
 
 def mask_text(text: str, secrets: t.Iterable[str]) -> str:
-    """``text`` with URL passwords and every form of ``secrets`` replaced by the mask."""
-    text = mask_secrets(text)
-    for form in secret_forms(secrets):
-        text = text.replace(form, MASK)
-    return text
+    """``text`` with URL passwords and every form of ``secrets`` replaced by the mask (none too short)."""
+    return mask_known(text, secret_forms(secrets))

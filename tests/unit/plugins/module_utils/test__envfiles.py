@@ -5,12 +5,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import plistlib
+import signal
 import subprocess
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from ansible_collections.condafleet.proxy.plugins.module_utils import _envfiles
 from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import (
     BEGIN,
     END,
@@ -249,3 +255,158 @@ def test_mask_text_hides_every_quoted_form():
         masked = mask_text(text, spec.secrets)
         assert secret not in masked and "it%27s%24%22x" not in masked, fmt
         assert "********" in masked
+
+
+# --- bounds and secrets in URL options -------------------------------------------------------------
+
+
+class _TookTooLong(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def finishes_within(seconds: float):
+    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
+
+    def _expired(_signum, _frame):
+        raise _TookTooLong("took longer than %ss" % seconds)
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    expired = False
+    try:
+        yield
+    except _TookTooLong:
+        expired = True  # raised anywhere, even inside a C call: report it from here, without that traceback
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    if expired:
+        raise AssertionError("took longer than %ss" % seconds)
+
+
+def exits_within(seconds: float, work) -> int | None:
+    """Run ``work`` in a forked child; its exit code (0: no exception), or ``None`` when it ran out of time.
+
+    For work stuck inside one C call (a list lookup): a signal raised there makes a traceback pytest cannot show.
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            work()
+        except BaseException:  # noqa: BLE001
+            os._exit(1)
+        os._exit(0)
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.005)
+
+
+def test_a_1mb_no_proxy_takes_well_under_a_second():
+    # 160,000 distinct entries: the duplicate check was a list lookup per entry (quadratic)
+    value = ",".join("h%d.corp.example" % i for i in range(160000))
+    assert len(value) > 1024 * 1024 * 0.9
+    assert exits_within(1.0, lambda: spec_from_params(dict(no_proxy=value, case="lower"))) == 0
+    spec = spec_from_params(dict(no_proxy=value + ",h7.corp.example", case="lower"))
+    assert spec.variables[0][1].count(",") == 159999
+
+
+@pytest.mark.parametrize("option", ["http_proxy", "https_proxy"])
+def test_a_1mb_proxy_url_is_refused_at_once_without_showing_it(option):
+    url = "http://u:" + "S3cretS3cret" * (1024 * 1024 // 12) + "@proxy.example:3128"
+    with finishes_within(1.0), pytest.raises(ValueError) as info:
+        spec_from_params({option: url})
+    assert "S3cret" not in str(info.value) and len(str(info.value)) < 200
+
+
+# ``{{ pw | urlencode }}`` leaves '/' as it is: the URL was refused with its password in the message
+# ("http_proxy has an invalid port: http://u:s3cr3t/pa%20ss...@proxy.example:3128 (... as 's3cr3t')").
+URLENCODED_BY_JINJA = "http://u:s3cr3t/pa%20ss%2Bw%C3%B6rd~@proxy.example:3128"
+
+
+def test_a_password_that_is_not_fully_encoded_is_refused_with_the_url_masked():
+    with pytest.raises(ValueError) as info:
+        spec_from_params(dict(http_proxy=URLENCODED_BY_JINJA))
+    message = str(info.value)
+    assert "http://********@proxy.example:3128" in message and "proxy_username/proxy_password" in message
+    for fragment in ("s3cr3t", "pa%20ss", "w%C3%B6rd", "pa ss", "wörd"):
+        assert fragment not in message
+
+
+def test_secrets_in_params_finds_every_form_before_validation():
+    forms = _envfiles.secrets_in_params(dict(
+        http_proxy=URLENCODED_BY_JINJA,
+        https_proxy="http://u:An%40ther%2fpw@p:1",
+        extra={"CF_URL": "http://u:ExtraS3cret@h:1", "PLAIN": "value"},
+        proxy_password="Given:pw/1",
+    ))
+    for form in ("s3cr3t/pa%20ss%2Bw%C3%B6rd~", "s3cr3t/pa ss+wörd~", "An%40ther%2fpw", "An@ther/pw", "An%40ther%2Fpw",
+                 "ExtraS3cret", "Given:pw/1", "Given%3Apw%2F1"):
+        assert form in forms
+    assert all(len(form) >= 4 for form in forms)
+
+
+def test_every_form_of_a_url_password_is_masked_in_what_the_module_shows():
+    url = "http://u:p%40ss%2Fw0rd@proxy.example:3128"
+    spec = spec_from_params(dict(http_proxy=url))
+    assert {"p%40ss%2Fw0rd", "p@ss/w0rd"} <= set(spec.secrets)
+    for fmt in ("sh", "fish", "systemd", "launchd"):
+        masked = mask_text(render(None, spec, fmt).decode(), spec.secrets)
+        assert "p%40ss" not in masked and "p@ss" not in masked and "w0rd" not in masked, fmt
+
+
+def test_a_short_password_is_masked_in_its_url_but_not_everywhere():
+    spec = spec_from_params(dict(http_proxy="http://p:3128", proxy_username="u", proxy_password="p"))
+    assert spec.has_literal_password and spec.secrets == []
+    text = render(None, spec, "sh").decode()
+    masked = mask_text(text, spec.secrets)
+    assert "export http_proxy='http://u:********@p:3128'" in masked
+    assert "# BEGIN condafleet.proxy env_proxy" in masked  # no 'p' of the text turned into the mask
+
+
+def test_no_message_shows_the_password_of_a_url_option():
+    for url in ("http://u:Pw#Secret@p:1", "http://u:Pw[Secret@p:1", "http://u:Pw@Secret@p:1", "http://u:PwSecret@p:99999",
+                "http://u:PwSecret@p:port", "ftp://u:PwSecret@p:1"):
+        with pytest.raises(ValueError) as info:
+            spec_from_params(dict(https_proxy=url))
+        assert "Secret" not in str(info.value), url
+
+
+def _adhoc_with_urlencoded_password(tmp_path, verbosity):
+    import jinja2
+    from modulerun import run_adhoc  # tests/support, on sys.path from tests/conftest.py
+
+    password = "s3cr3t/pa ss+wörd~"
+    encoded = jinja2.filters.do_urlencode(password)
+    assert encoded == "s3cr3t/pa%20ss%2Bw%C3%B6rd~"
+    args = dict(http_proxy="http://u:{{ pw | urlencode }}@proxy.example:3128", path=str(tmp_path / "proxy.sh"), format="sh")
+    result, raw = run_adhoc("env_proxy", args, diff=True, verbosity=verbosity, extra_vars=dict(pw=password))
+    assert result.get("failed") and not (tmp_path / "proxy.sh").exists()
+    return result, raw, (password, encoded, "s3cr3t", "pa%20ss", "w%C3%B6rd")
+
+
+@pytest.mark.parametrize("verbosity", [0, 3])
+def test_adhoc_with_an_urlencoded_password_the_message_shows_none_of_it(tmp_path, verbosity):
+    """``ansible localhost -m condafleet.proxy.env_proxy`` as the issue ran it: the failure message."""
+    result, _raw, forms = _adhoc_with_urlencoded_password(tmp_path, verbosity)
+    shown = json.dumps(dict((key, value) for key, value in result.items() if key != "invocation"), ensure_ascii=False)
+    assert "http://********@proxy.example:3128" in result["msg"]
+    for form in forms:
+        assert form not in shown, form
+
+
+@pytest.mark.xfail(reason="needs the caller to add _envfiles.secrets_in_params(params) to module.no_log_values before "
+                          "spec_from_params (plan_env in plugins/module_utils/_methods.py): the invocation echoes "
+                          "http_proxy as given", strict=False)
+@pytest.mark.parametrize("verbosity", [0, 3])
+def test_adhoc_with_an_urlencoded_password_the_whole_output_shows_none_of_it(tmp_path, verbosity):
+    _result, raw, forms = _adhoc_with_urlencoded_password(tmp_path, verbosity)
+    for form in forms:
+        assert form not in raw.replace('"pw": "s3cr3t/pa ss+w\\u00f6rd~"', ""), form
