@@ -112,15 +112,20 @@ class Host:
     def conda(self, account: Account, arguments: str) -> subprocess.CompletedProcess:
         return self.login(account, "CONDA_SOLVER=classic %s %s" % (self.conda_path, arguments))
 
-    def write_file(self, account: Account, relative: str, text: str, mode: int = 0o644, append: bool = False) -> str:
-        """A file in the account's home, owned by it, as the account itself would have written it."""
+    def write_file(self, account: Account, relative: str, text: str, mode: int | None = None,
+                   append: bool = False) -> str:
+        """A file in the account's home, owned by it, as the account itself would have written it.
+
+        ``mode`` ``None`` keeps an existing file's mode (0644 for a new one)."""
         path = os.path.join(account.home, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        existed = os.path.exists(path)
         with open(path, "a" if append else "w") as handle:
             handle.write(text)
         os.chown(path, account.uid, account.uid)
         os.chown(os.path.dirname(path), account.uid, account.uid)
-        os.chmod(path, mode)
+        if mode is not None or not existed:
+            os.chmod(path, 0o644 if mode is None else mode)
         return path
 
 

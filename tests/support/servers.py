@@ -454,9 +454,8 @@ class AccountSquid(Squid):
         with open(conf) as handle:
             text = handle.read()
         # A named logformat must be declared before the access_log line that uses it.
-        text = text.replace("access_log stdio:%s\n" % self.log_path,
-                            "logformat condafleet %s\naccess_log stdio:%s condafleet\n" % (ACCOUNT_LOG_FORMAT,
-                                                                                          self.log_path))
+        named = "logformat condafleet %s\naccess_log stdio:%s condafleet\n" % (ACCOUNT_LOG_FORMAT, self.log_path)
+        text = text.replace("access_log stdio:%s\n" % self.log_path, named)
         with open(conf, "w") as handle:
             handle.write(text)
         return argv
