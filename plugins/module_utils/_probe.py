@@ -206,8 +206,8 @@ def proxy_servers_problems(value) -> tuple:
         elif isinstance(item, (bool, int, float)):
             usable[key] = str(item).lower() if isinstance(item, bool) else str(item)
             problems.append("proxy_servers %s is %s %s, not a URL: conda reads it as the proxy URL %r, which names "
-                            "no proxy host and port (write http://host:port)" % (key, _type_name(item), item,
-                                                                                  usable[key]))
+                            "no proxy host and port (write http://host:port)"
+                            % (key, _type_name(item), item, usable[key]))
         else:
             problems.append("proxy_servers %s is %s, not a proxy URL: conda fails on it" % (key, _type_name(item)))
     return usable, problems
@@ -253,6 +253,22 @@ def variable_names(value: str) -> list:
     return names
 
 
+def mask_proxy_url(url: str, mask: str = "********") -> str:
+    """A single proxy URL for output, its whole password masked even when it is not percent-encoded.
+
+    The credentials run to the last ``@`` (a raw ``@``, ``:`` or ``/`` in a password included); a password that is
+    only a ``${VAR}`` reference is not a secret and is kept.
+    """
+    if not isinstance(url, str) or "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    userinfo, _at, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not colon or re.match(r"^\$(\w+|\{\w+\})$", password):
+        return url
+    return "%s://%s:%s@%s" % (scheme, user if "/" not in user and "@" not in user else mask, mask, host)
+
+
 def proxy_url_problem(url: str) -> str | None:
     """Why requests/urllib3 would refuse ``url`` as a proxy (``InvalidURL``/``InvalidProxyURL``), or None.
 
@@ -266,10 +282,10 @@ def proxy_url_problem(url: str) -> str | None:
         return "it has no scheme:// (requests would read it as http://%s)" % url.split("@")[-1]
     hostport = match.group(2).rpartition("@")[2]
     if hostport.startswith("["):
-        host, _, rest = hostport[1:].partition("]")
+        host, _sep, rest = hostport[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else rest
     else:
-        host, _, port = hostport.partition(":")
+        host, _sep, port = hostport.partition(":")
     if not host:
         return "it has no host after the credentials"
     if port and (not port.isdigit() or int(port) > 65535):

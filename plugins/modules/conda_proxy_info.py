@@ -246,7 +246,6 @@ conda:
 """
 
 import base64
-import encodings.idna  # noqa: F401 -- loaded before the fork: the account may not be able to read this Python
 import io
 import json
 import netrc
@@ -266,8 +265,8 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._probe import (
     FileRefused,
     REQUEST_KINDS,
     classify_failure,
-    env_proxy_variables,
     expand_variables,
+    mask_proxy_url,
     proxy_servers_problems,
     proxy_url_problem,
     read_regular_file,
@@ -275,7 +274,7 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._probe import (
     source_of,
     variable_names,
 )
-from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets, secrets_in
+from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import secrets_in
 
 try:
     from urllib.error import HTTPError, URLError
@@ -588,7 +587,7 @@ class View:
 
     def masked(self, value):
         if isinstance(value, str):
-            return mask_secrets(value)
+            return mask_proxy_url(value)
         if isinstance(value, dict):
             return dict((str(k), self.masked(v)) for k, v in value.items())
         return value
@@ -618,7 +617,7 @@ def expanded_proxy(view: View, setting: str, value: str | None, env: dict) -> st
                                                                    problem))
         else:
             view.problems.append("%s is not a usable proxy URL (%s): %s; conda fails with InvalidURL"
-                                 % (setting, problem, mask_secrets(expanded)))
+                                 % (setting, problem, mask_proxy_url(expanded)))
     return expanded
 
 
@@ -710,8 +709,8 @@ def scheme_conflict(scheme: str, sample_url: str, servers: dict, env: dict) -> d
                                                     for kind in REQUEST_KINDS)
     if env_proxy == cond_proxy:
         return None
-    return dict(scheme=scheme, variable=variable, environment=mask_secrets(env_proxy or ""),
-                proxy_servers=mask_secrets(cond_proxy or ""), setting=setting)
+    return dict(scheme=scheme, variable=variable, environment=mask_proxy_url(env_proxy or ""),
+                proxy_servers=mask_proxy_url(cond_proxy or ""), setting=setting)
 
 
 def _probe_url(view: View, url: str, servers: dict, ssl_verify, env: dict, params: dict, remaining,
@@ -720,7 +719,7 @@ def _probe_url(view: View, url: str, servers: dict, ssl_verify, env: dict, param
     requests_seen = {}
     for kind in REQUEST_KINDS:
         proxy, setting = select_proxy_setting(url, servers, env, kind)
-        requests_seen[kind] = dict(proxy=mask_secrets(proxy) if proxy else None, source=source_of(setting),
+        requests_seen[kind] = dict(proxy=mask_proxy_url(proxy) if proxy else None, source=source_of(setting),
                                    setting=setting, raw=proxy)
     distinct = []
     for kind in REQUEST_KINDS:
@@ -777,6 +776,8 @@ def drop_to_account(entry) -> None:
 def run_in_child(entry, params: dict, drop: bool, hard_limit: float) -> dict:
     """Run :func:`inspect_account` in a forked child (dropped to the account when ``drop``); wait at most
     ``hard_limit`` seconds, then kill the child's whole process group. Returns its answer."""
+    # Load lazily imported codecs now: after the drop the account may not be able to read this Python's files.
+    "localhost".encode("idna")
     read_fd, write_fd = os.pipe()
     start = time.monotonic()
     pid = os.fork()

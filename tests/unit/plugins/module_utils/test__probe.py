@@ -24,6 +24,7 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._probe import (
     bypassed_by_no_proxy,
     classify_failure,
     expand_variables,
+    mask_proxy_url,
     proxy_servers_problems,
     proxy_url_problem,
     read_regular_file,
@@ -238,3 +239,14 @@ def test_read_regular_file_refuses_a_huge_file_and_reads_a_normal_one(tmp_path):
         read_regular_file(str(link), follow=False)
     with pytest.raises(FileNotFoundError):
         read_regular_file(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("url,shown", [
+    ("http://fleet:s3cret@proxy:3128", "http://fleet:********@proxy:3128"),
+    ("http://fleet:p@ss:w/rd@127.0.0.1:3128", "http://fleet:********@127.0.0.1:3128"),  # raw, from a ${VAR}
+    ("http://fleet:${PROXY_PW}@proxy:3128", "http://fleet:${PROXY_PW}@proxy:3128"),  # a reference is no secret
+    ("http://proxy:3128", "http://proxy:3128"),
+    ("", ""),
+])
+def test_mask_proxy_url_masks_the_whole_password_even_unencoded(url, shown):
+    assert mask_proxy_url(url) == shown
