@@ -12,12 +12,19 @@ through its own action plugin, and returns their results in the module's shape.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+from ansible import constants as C
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.action.normal import ActionModule as NormalAction
 from ansible_collections.condafleet.proxy.plugins.module_utils import _combined
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
+
+WINDOWS_SYSTEM_DIR = "C:\\ProgramData\\conda"
+DEFAULT_VERIFY_URL = "https://conda.anaconda.org/conda-forge/noarch/repodata.json"
 from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import (
-    FORCE_VAR,
+    HostKind,
     on_controller,
     refuse_root,
     run_action,
@@ -46,23 +53,32 @@ class ActionModule(NormalAction):
         task_vars = task_vars or {}
         host = on_controller(self, task_vars)
         if host is None:
-            return super().run(tmp, task_vars)
+            result = super().run(tmp, task_vars)
+        else:
+            result = self._from_controller(host, task_vars)
+        if self._task.args.get("verify") and not result.get("failed"):
+            result = self._verify(result, host, task_vars)
+        return result
+
+    def _from_controller(self, host: HostKind, task_vars: dict) -> dict:
+        """The methods through their own action plugins (Windows, or the controller-side path forced)."""
         result = {"changed": False, "target_os": "Windows" if host.windows else None, "edited_from": "controller",
-                  "condarc": [], "env": [], "netrc": []}
+                  "ca": [], "condarc": [], "env": [], "netrc": []}
         # Every option the methods' plugins would refuse is refused before the first of them writes anything.
         try:
             params = validate_args(_combined.argument_spec(), dict(self._task.args))
-            if params["ca_certificates"] is not None:
-                raise ValueError("ca_certificates is written by the module on the hosts that run it; when the files "
-                                 "are edited from the controller (Windows hosts, %s) copy the CA with "
-                                 "ansible.windows.win_copy or ansible.builtin.copy and give its path in ssl_verify"
-                                 % FORCE_VAR)
-            calls = _combined.method_calls(params)
+            _combined.check_ca_certificates(params)
+            if params["ca_certificates"] is not None and params["scope"] == "user" and not host.windows:
+                raise ValueError("ca_certificates with scope=user cannot be written from the controller on a POSIX "
+                                 "host (the copy would run as root in the accounts' homes); let the module write it")
+            calls = [call for call in _combined.method_calls(params) if call.method != "ca"]
             refuse_root(params)
             refused = _windows_refusals(params) if host.windows else []
             if refused:
                 raise ValueError("; ".join(refused))
             for call in calls:
+                if call.method == "condarc" and host.windows and call.args.get("ssl_verify") == _combined.CA_SYSTEM_PATH:
+                    call.args["ssl_verify"] = host.join(WINDOWS_SYSTEM_DIR, _combined.CA_NAME)
                 try:
                     call.check()
                 except ValueError as exc:
@@ -72,6 +88,10 @@ class ActionModule(NormalAction):
         if not result["target_os"]:
             result["target_os"] = params["target_os"]
         diffs = []
+        if params["ca_certificates"] is not None:
+            failed = self._deploy_ca(params, host, task_vars, result)
+            if failed:
+                return failed
         for call in calls:
             try:
                 outcome = run_action(self, "condafleet.proxy." + call.module, call.args, task_vars)
@@ -90,6 +110,84 @@ class ActionModule(NormalAction):
                             msg=mask_secrets(call.describe(ValueError(outcome.get("msg") or "%s failed" % call.module))))
         if self._task.diff:
             result["diff"] = diffs
+        return result
+
+    def _deploy_ca(self, params: dict, host: HostKind, task_vars: dict, result: dict) -> dict | None:
+        """ca_certificates from the controller: the system directory, or (Windows) each account's profile; with
+        state=absent the file goes. Returns the failed result, or None."""
+        owners = [""] if params["scope"] == "system" else (list(dict.fromkeys(params["users"])) or [""])
+        present = params["state"] == "present"
+        pem = params["ca_certificates"].encode("utf-8")
+        pem += b"" if pem.endswith(b"\n") else b"\n"
+        for user in owners:
+            if params["scope"] == "system":
+                path = host.join(WINDOWS_SYSTEM_DIR if host.windows else "/etc/conda", _combined.CA_NAME)
+            else:
+                path = host.join(host.home(user or None), ".conda", _combined.CA_NAME)
+            if present:
+                if host.windows:
+                    made = self._execute_module(module_name=host.file, task_vars=task_vars,
+                                                module_args={"path": path.rsplit("\\", 1)[0], "state": "directory"})
+                    if made.get("failed"):
+                        return dict(result, failed=True, msg="corporate CA: %s" % made.get("msg"))
+                outcome = self._copy_content(host, path, pem, task_vars)
+            else:
+                outcome = self._execute_module(module_name=host.file, module_args={"path": path, "state": "absent"},
+                                               task_vars=task_vars)
+            outcome.pop("diff", None)
+            self._lift(result, outcome)
+            result["ca"].append({"user": user or None, "path": path, "changed": bool(outcome.get("changed"))})
+            result["changed"] = result["changed"] or bool(outcome.get("changed"))
+            if outcome.get("failed"):
+                return dict(result, failed=True, msg="corporate CA: %s" % outcome.get("msg", "copy failed"))
+        return None
+
+    def _copy_content(self, host: HostKind, path: str, content: bytes, task_vars: dict) -> dict:
+        """``content`` to ``path`` with the copy action of the host's OS (from a private local file, as the
+        methods' plugins write theirs)."""
+        local_dir = tempfile.mkdtemp(dir=C.DEFAULT_LOCAL_TMP)
+        local = os.path.join(local_dir, "content")
+        try:
+            fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+            args = {"src": local, "dest": path}
+            if not host.windows:
+                args["mode"] = "0644"
+            return run_action(self, host.copy, args, task_vars)
+        finally:
+            if os.path.exists(local):
+                os.unlink(local)
+            os.rmdir(local_dir)
+
+    def _verify(self, result: dict, host: HostKind | None, task_vars: dict) -> dict:
+        """conda_proxy_info for each account after the configuration: a request through the proxy conda would use,
+        run as that account on the host. Fails the task with its message when one fails."""
+        args = self._task.args
+        if args.get("state", "present") != "present":
+            return result
+        if host is not None and host.windows:
+            result.setdefault("warnings", []).append(
+                "verify runs a request from the host with conda's settings; on Windows hosts that check is not "
+                "implemented yet, only the files and variables were set")
+            return result
+        conda = args.get("verify_conda_executable")
+        result["verify"] = []
+        for user in list(dict.fromkeys(args.get("users") or [])) or [""]:
+            module_args = {"url": args.get("verify_url") or DEFAULT_VERIFY_URL,
+                           "timeout": args.get("verify_timeout") or 20}
+            if user:
+                module_args["user"] = user
+            executable = conda.get(user) if isinstance(conda, dict) else conda
+            if executable:
+                module_args["conda_executable"] = executable
+            outcome = self._execute_module(module_name="condafleet.proxy.conda_proxy_info", module_args=module_args,
+                                           task_vars=task_vars)
+            self._lift(result, outcome)
+            result["verify"].append(dict(outcome, user=user or None))
+            if outcome.get("failed"):
+                return dict(result, failed=True, msg="verify%s: %s" % (" of %s" % user if user else "",
+                                                                       outcome.get("msg", "conda_proxy_info failed")))
         return result
 
     @staticmethod

@@ -68,6 +68,11 @@ def argument_spec() -> dict:
         target_os=dict(type="str", default="auto", choices=["auto", "Linux", "Darwin"]),
         root=dict(type="str", default="/"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
+        # Done by the action plugin after the module (conda_proxy_info per account); the module only accepts them.
+        verify=dict(type="bool", default=False),
+        verify_url=dict(type="str", default="https://conda.anaconda.org/conda-forge/noarch/repodata.json"),
+        verify_timeout=dict(type="int", default=20),
+        verify_conda_executable=dict(type="raw"),
     )
 
 

@@ -167,6 +167,30 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  verify:
+    description:
+      - After configuring, prove from the host, for each account of O(users) (or the connecting account), that a
+        request to O(verify_url) goes through the proxy conda would use, with conda's settings, run as that
+        account: M(condafleet.proxy.conda_proxy_info) with O(condafleet.proxy.conda_proxy_info#module:url).
+        A 407, a TLS failure, an unreachable proxy or a login shell whose proxy differs from C(proxy_servers)
+        fails the task with its message; the results are in RV(verify).
+      - Also in check mode (it proves the state the host is in). Not on Windows hosts (a warning says so).
+    type: bool
+    default: false
+  verify_url:
+    description: The URL O(verify) fetches, a channel's C(noarch/repodata.json).
+    type: str
+    default: https://conda.anaconda.org/conda-forge/noarch/repodata.json
+  verify_timeout:
+    description: Seconds each of O(verify)'s requests, login shells and conda runs may take.
+    type: int
+    default: 20
+  verify_conda_executable:
+    description:
+      - The conda O(verify) asks (C(conda config --show proxy_servers)), as a path for every account, or a
+        mapping of account to path (V('') for the connecting account). By default
+        M(condafleet.proxy.conda_proxy_info) looks for it.
+    type: raw
 attributes:
   platform:
     details:
@@ -259,6 +283,20 @@ ca:
       description: Whether the file (or its mode or owner) changed.
       type: bool
       sample: true
+verify:
+  description:
+    - With O(verify), the result of M(condafleet.proxy.conda_proxy_info) for each account, with RV(verify[].user).
+  returned: when O(verify) is true on a POSIX host
+  type: list
+  elements: dict
+  sample: [{"user": "alice", "probe": {"outcome": "ok", "source": "condarc"}}]
+launchd_reloaded:
+  description:
+    - On macOS, with O(scope=user) for the connecting account, whether the LaunchAgent was run again in the
+      account's GUI session so that apps started before (Anaconda Navigator) see the new variables.
+  returned: when the LaunchAgent changed on macOS
+  type: bool
+  sample: true
 condarc:
   description:
     - One result per C(.condarc) written (one in system scope, one per account in user scope), each as
@@ -338,6 +376,8 @@ netrc:
       sample: [{"machine": "conda.corp.example", "changed": true, "duplicates_removed": 0, "password_kept": false}]
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.condafleet.proxy.plugins.module_utils import _combined
 from ansible_collections.condafleet.proxy.plugins.module_utils._fileio import release_locks
@@ -386,6 +426,29 @@ def apply(module: AnsibleModule, params: dict, result: dict) -> None:
             diffs.extend(plan.changed_diffs())
     if module._diff:
         result["diff"] = diffs
+    reload_launch_agent(module, params, result)
+
+
+def reload_launch_agent(module: AnsibleModule, params: dict, result: dict) -> None:
+    """The LaunchAgent env_proxy wrote sets the variables at each login; GUI apps started before this run see them
+    once launchd has run it, so run it in the connecting account's GUI session now (macOS, user scope, that
+    account only, not under a sandbox root, and only where launchctl exists)."""
+    changed = any(entry.get("changed") and entry.get("format") == "launchd"
+                  for outcome in result["env"] for entry in outcome.get("files", []))
+    if (not changed or module.check_mode or result["target_os"] != "Darwin" or params["scope"] != "user"
+            or params["users"] or params["root"] != "/" or params["state"] != "present"):
+        return
+    launchctl = module.get_bin_path("launchctl")
+    if launchctl is None:
+        return
+    domain = "gui/%d" % os.getuid()
+    agent = os.path.expanduser("~/Library/LaunchAgents/com.condafleet.proxy.plist")
+    module.run_command([launchctl, "bootout", domain + "/com.condafleet.proxy"])
+    rc, _out, err = module.run_command([launchctl, "bootstrap", domain, agent])
+    result["launchd_reloaded"] = rc == 0
+    if rc != 0:
+        module.warn("launchctl bootstrap %s %s failed (%s): the variables reach GUI apps at the next login"
+                    % (domain, agent, err.strip()))
 
 
 if __name__ == "__main__":

@@ -168,27 +168,15 @@ def test_per_account_ca_under_a_sandbox_root_goes_to_the_home_in_the_sandbox(tmp
     assert files_under(sandbox) == original
 
 
-@pytest.mark.parametrize("host_vars,family", [
-    ({}, "POSIX"),
-    ({"ansible_connection": "ansible.builtin.winrm"}, "Windows"),
-    ({"ansible_connection": "psrp"}, "Windows"),
-    ({"ansible_shell_type": "powershell"}, "Windows"),
-    ({"conda_proxy_os_family": "Darwin"}, "Darwin"),
-    ({"ansible_facts": {"os_family": "RedHat"}}, "Linux"),
-    ({"ansible_facts": {"os_family": "Darwin"}}, "Darwin"),
-])
-def test_os_family_comes_without_a_setup_call(tmp_path, host_vars, family):
-    """The role's OS family: forced, from facts the play has, from the connection, else POSIX (the modules
-    tell Linux from macOS on the host). Only the variables are evaluated here: nothing runs on a host."""
-    role = os.path.join(REPO, "roles", "conda_proxy")
-    playbook = tmp_path / "family.yml"
+def test_the_role_is_one_task_per_host(tmp_path, sandbox):
+    """The performance shape (docs/performance.md): argument validation and one conda_proxy task, nothing skipped,
+    nothing included; the Darwin layout comes from conda_proxy_os_family through that task alone."""
+    playbook = tmp_path / "play.yml"
     playbook.write_text(yaml.safe_dump([{
-        "name": "Evaluate the family", "hosts": "localhost", "gather_facts": False,
-        "vars_files": [os.path.join(role, "defaults", "main.yml"), os.path.join(role, "vars", "main.yml")],
-        "tasks": [{"name": "Show it", "ansible.builtin.debug": {"var": "_conda_proxy_family"},
-                   "vars": {k: v for k, v in host_vars.items() if k != "ansible_facts"}}],
+        "name": "Role on a sandbox root", "hosts": "localhost", "gather_facts": False,
+        "roles": [dict({"role": "condafleet.proxy.conda_proxy"}, **role_vars(sandbox, "Darwin"))],
     }]))
-    extra = ["-e", json.dumps({"ansible_facts": host_vars["ansible_facts"]})] if "ansible_facts" in host_vars else []
-    data, raw = run_playbook(playbook, *extra)
-    result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    assert result["_conda_proxy_family"] == family, raw
+    data, raw = run_playbook(playbook)
+    tasks = [task["task"]["name"] for task in data["plays"][0]["tasks"]]
+    assert len(tasks) == 2 and tasks[1].endswith("Put conda behind the proxy"), tasks
+    assert os.path.exists(os.path.join(sandbox, "Library/LaunchAgents/com.condafleet.proxy.plist")), raw

@@ -350,7 +350,7 @@ def test_conda_proxy_applies_the_three_methods_as_the_one_method_plugins_do():
     ({"netrc_entries": [{"machine": "a.example", "default": True}]}, ".netrc: "),
     ({"http": "ftp://proxy.corp.example:21"}, ".condarc: "),
     ({"world_readable_password": False}, "world_readable_password=true"),
-    ({"ca_certificates": "-----BEGIN CERTIFICATE-----"}, "ca_certificates is written by the module"),
+    ({"ca_certificates": "not a certificate"}, "ca_certificates must hold PEM certificates"),
 ])
 def test_conda_proxy_refuses_before_the_first_method_writes(extra, message):
     """What a later method would refuse fails the task before an earlier one has written anything."""
@@ -376,3 +376,22 @@ def test_conda_proxy_root_is_refused_on_windows_before_any_write():
     result = run_action("conda_proxy", dict(COMBINED_ARGS, root="/sandbox"), host)
     assert result.get("failed") and "root cannot be used" in result["msg"], result
     assert host.files == {} and host.env == {"machine": {}, "user": {}}
+
+
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_conda_proxy_deploys_the_ca_and_points_ssl_verify_at_it_then_absent_removes_both():
+    """ca_certificates on Windows: C:\\ProgramData\\conda (system scope) with win_file and win_copy; the system
+    .condarc names it; state=absent removes the CA and ssl_verify."""
+    host = WindowsHost()
+    result = run_action("conda_proxy", dict(COMBINED_ARGS, ca_certificates=CA_PEM), host)
+    assert result["changed"] and not result.get("failed"), result
+    ca = "C:\\ProgramData\\conda\\condafleet-proxy-ca.pem"
+    assert host.files[ca] == CA_PEM.encode() and result["ca"] == [{"user": None, "path": ca, "changed": True}]
+    assert b"ssl_verify: 'C:\\ProgramData\\conda\\condafleet-proxy-ca.pem'" in host.files[
+        "C:\\ProgramData\\conda\\.condarc"] or b"ssl_verify: C:" in host.files["C:\\ProgramData\\conda\\.condarc"]
+    assert run_action("conda_proxy", dict(COMBINED_ARGS, ca_certificates=CA_PEM), host)["changed"] is False
+    gone = run_action("conda_proxy", dict(COMBINED_ARGS, ca_certificates="", state="absent"), host)
+    assert gone["changed"] and ca not in host.files, gone
+    assert b"ssl_verify" not in host.files.get("C:\\ProgramData\\conda\\.condarc", b"")
