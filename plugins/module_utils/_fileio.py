@@ -272,7 +272,10 @@ def resolve_target(path: str, account: Account, follow: bool) -> str:
         return real
     try:
         owner = os.stat(real).st_uid
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise FileRefused("%s is a symlink to %s, which %s cannot reach; refusing to follow it"
+                              % (path, real, account.name))
         raise FileRefused("%s is a symlink to %s, which does not exist; set follow=true to create it" % (path, real))
     if owner != account.uid:
         raise FileRefused(
