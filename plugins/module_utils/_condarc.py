@@ -417,6 +417,9 @@ def _comment_at(text: str, i: int) -> bool:
     return text[i] == "#" and (i == 0 or text[i - 1] in " \t")
 
 
+_TAG = re.compile(r"^!(?:[0-9A-Za-z-]*!)?[^!<>]*$|^!<[^>]+>$")
+
+
 def _tab_error(lineno: int) -> ParseError:
     # libyaml (PyYAML's fast parser) accepts these tabs; ruamel.yaml, which conda reads with, does not and
     # conda then skips the whole file with a warning: refuse what conda would refuse.
@@ -475,6 +478,10 @@ def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
             if c in "&*" and ":" in text[start:i]:
                 # ruamel.yaml reads '*a:' as an alias named 'a:' (conda fails on the file); libyaml as '*a' ':'
                 raise ParseError(lineno, "%r: put a space between an anchor or alias and ':'" % text[start:i])
+            if c == "!" and (not _TAG.match(text[start:i]) or (st.flow and i < n and text[i] in ",]}")):
+                # libyaml accepts these; ruamel.yaml reads ',' ']' '}' after a tag in [ ]/{ } as part of it
+                raise ParseError(lineno, "tag %r: conda's YAML reader (ruamel.yaml) refuses it; write the tag as "
+                                 "!name or !!name followed by a space" % text[start:i + 1])
             st.expect = c != "*"
             continue
         if st.flow:
@@ -502,7 +509,7 @@ def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
         if st.expect and c in "|>":
             if "\t" in text[i:].split("#", 1)[0]:
                 raise _tab_error(lineno)
-            if not re.match(r"^[|>](?:[1-9][+-]?|[+-][1-9]?)?\s*(?:#.*)?$", text[i:]):
+            if not re.match(r"^[|>](?:[1-9][+-]?|[+-][1-9]?)?(?: +(?:#.*)?)?$", text[i:]):  # '#' after a space
                 raise ParseError(lineno, "invalid block scalar header %r" % text[i:].strip())
             st.block_scalar = True
             st.block_keep = "+" in text[i:].split("#", 1)[0]
@@ -1198,6 +1205,12 @@ def _reject_duplicates(node: t.Any, seen: set) -> None:
                     "duplicate key %r (first on line %d)" % (getattr(key, "value", ""), keys[ident]),
                 )
             keys[ident] = key.start_mark.line + 1
+            if key.tag == "tag:yaml.org,2002:merge" and not (
+                isinstance(value, _yaml.MappingNode)
+                or (isinstance(value, _yaml.SequenceNode) and all(isinstance(v, _yaml.MappingNode) for v in value.value))
+            ):
+                # libyaml composes it; PyYAML's and ruamel.yaml's constructors (conda) fail on the file
+                raise ParseError(key.start_mark.line + 1, "a '<<' merge key needs a mapping or a list of mappings")
             _reject_duplicates(value, seen)
     elif isinstance(node, _yaml.SequenceNode):
         for item in node.value:
