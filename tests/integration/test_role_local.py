@@ -142,6 +142,34 @@ def test_one_module_execution_for_the_three_methods_and_a_broken_file_stops_them
     assert files_under(sandbox) == written
 
 
+def mitogen_env() -> dict:
+    """Ansible settings that run the play with Mitogen's mitogen_linear strategy (mitogen is in the dev pins)."""
+    mitogen = pytest.importorskip("ansible_mitogen", reason="mitogen is not installed (requirements/dev.txt pins it)")
+    return {"ANSIBLE_STRATEGY_PLUGINS": os.path.join(os.path.dirname(mitogen.__file__), "plugins", "strategy"),
+            "ANSIBLE_STRATEGY": "mitogen_linear"}
+
+
+def test_under_mitogen_converge_rerun_and_a_broken_file_fails_cleanly(tmp_path, sandbox, monkeypatch):
+    """Mitogen runs modules inside a persistent interpreter on the host: the role must converge, rerun unchanged,
+    and fail on a file it cannot parse with nothing changed, exactly as with the linear strategy."""
+    for name, value in mitogen_env().items():
+        monkeypatch.setenv(name, value)
+    params = role_vars(sandbox, "")
+    stats, raw = play(tmp_path, params, False, "-vvv")
+    assert stats["failures"] == 0 and stats["changed"] > 0, raw
+    # Mitogen replaces the local connection: none of its "ESTABLISH LOCAL CONNECTION" or "EXEC" lines at -vvv
+    assert "ESTABLISH LOCAL CONNECTION" not in raw and "<localhost> EXEC" not in raw, raw[-3000:]
+    stats, raw = play(tmp_path, params)
+    assert (stats["failures"], stats["changed"]) == (0, 0), raw
+    with open(sandbox + HOME + "/.netrc", "ab") as handle:
+        handle.write(b"macdef\n")
+    written = files_under(sandbox)
+    stats, raw = play(tmp_path, dict(params, conda_proxy_http="http://other-proxy.corp.example:3128"))
+    assert stats["failures"] == 1 and ".netrc: " in raw and "nothing was changed on this host" in raw, raw
+    assert files_under(sandbox) == written
+    assert PASSWORD not in raw and NETRC_PASSWORD not in raw
+
+
 def test_check_mode_on_a_fresh_host_predicts_changes_and_writes_nothing(tmp_path, sandbox):
     original = files_under(sandbox)
     stats, raw = play(tmp_path, role_vars(sandbox, "Linux"), check=True)
