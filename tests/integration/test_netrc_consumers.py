@@ -28,7 +28,7 @@ from unittest import mock
 import pytest
 
 from modulerun import call_module
-from servers import AuthChannelServer, BasicAuthServer, write_channel
+from servers import AuthChannelServer, write_channel
 
 HOSTILE = 'p@ss w"rd \\ #1 $(id) `id`; ünï'
 # requests sends Basic credentials encoded as latin-1, the test site expects UTF-8: the shared
@@ -149,7 +149,6 @@ def test_entries_in_one_task_authenticate_curl_requests_and_python_netrc(tmp_pat
     assert call_module("netrc_entry", dict(entries=entries, state="absent", path=str(path)))["changed"]
     assert path.read_bytes() == EXISTING
     assert curl_status(path, channel_url) == "401" and curl_status(path, mirror_url) == "401"
-
 
 
 # ----------------------------------------------------------------------------- nasty passwords x real readers
