@@ -6,7 +6,8 @@
 Every test is one attack, made as an attacker would make it: a real throwaway account (created and deleted
 here) prepares its own home with its own identity (symlinks, hard links, FIFOs, races run as that account's
 processes), then root runs the collection's module for it through the real ansible CLI (or, where a loop needs
-speed, the module's ``main()`` in a fresh Python process as root). The assertions are about harm only:
+speed or a time bound must not include ansible's start-up, the module's ``main()`` in a fresh Python process as
+root). The assertions are about harm only:
 
 * root's victim files (made here, in a root-owned temp dir, never a real system file) keep their bytes, owner,
   mode and inode, and no file or directory appears in root's tree;
@@ -50,7 +51,7 @@ ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbo
 PYTHON = "/usr/bin/python3"
 # A denial-of-service input must be handled (refused or processed) within this many seconds.
 DOS_LIMIT = 5
-# Temp files of this collection, old (`..netrc.XXXX.tmp`, `.netrc.XXXX.tmp`) and new (`.netrc.condafleet.XXXX.tmp`).
+# Temp files of this collection: old (`..netrc.XXXX.tmp`) and new (`.<name>.condafleet.XXXX.tmp`).
 TEMP_NAME = re.compile(r"^\..+\.tmp$")
 
 
@@ -761,20 +762,37 @@ def test_controller_path_does_not_copy_roots_file_into_the_home(account, root_tr
 
 @pytest.fixture
 def hardlinks_allowed():
-    """fs.protected_hardlinks=0 for the test only, restored whatever happens (skips when it cannot be)."""
+    """fs.protected_hardlinks=0 for the test only, restored whatever happens (skips when it cannot be).
+
+    A machine-wide setting: tests running in parallel (pytest-xdist) take turns through a lock, or the second
+    one would save the first one's 0 and "restore" it for good."""
+    import fcntl
+
     knob = "/proc/sys/fs/protected_hardlinks"
+    lock = os.open("/var/tmp/condafleet-tests-protected-hardlinks.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        with open(knob) as handle:
-            saved = handle.read().strip()
-        with open(knob, "w") as handle:
-            handle.write("0")
-    except OSError as exc:
-        pytest.skip("cannot change %s: %s" % (knob, exc))
-    try:
-        yield
+        for _wait in range(1200):  # at most 2 minutes
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("another test kept fs.protected_hardlinks for 2 minutes")
+        try:
+            with open(knob) as handle:
+                saved = handle.read().strip()
+            with open(knob, "w") as handle:
+                handle.write("0")
+        except OSError as exc:
+            pytest.skip("cannot change %s: %s" % (knob, exc))
+        try:
+            yield
+        finally:
+            with open(knob, "w") as handle:
+                handle.write(saved)
     finally:
-        with open(knob, "w") as handle:
-            handle.write(saved)
+        os.close(lock)  # drops the lock
 
 
 HARDLINK_CASES = {
