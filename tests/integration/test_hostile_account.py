@@ -656,7 +656,7 @@ class Listener:
         self.log = os.path.join(account.pw_dir, ".cfh-listener.log")
         portfile = os.path.join(account.pw_dir, ".cfh-listener.port")
         self.proc = start_as_account(account, [PYTHON, "-c", LISTENER, self.log, portfile, "60"])
-        for _ in range(100):
+        for _wait in range(100):
             if os.path.exists(portfile):
                 break
             time.sleep(0.05)
