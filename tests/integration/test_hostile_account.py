@@ -579,9 +579,9 @@ def test_symlinked_parent_directory_does_not_reach_roots_tree(account, root_tree
     before = tree_state(root_tree)
     as_account(account, "mkdir -p \"$(dirname %s)\" && ln -s %s %s" % (link, target_dir, link))
     args = dict((k, v.format(home=account.pw_dir) if isinstance(v, str) else v) for k, v in args.items())
-    result, raw, _seconds = adhoc(module, dict(args, user=account.pw_name), diff=True)
+    result, raw, _seconds = adhoc(module, dict(args, user=account.pw_name), diff=True, verbosity=3)
     assert result is not None, raw[-2000:]
-    problems = secrets_shown("the --diff output", raw, token) + [victim.harm()]
+    problems = secrets_shown("the --diff -vvv output", raw, token) + [victim.harm()]
     problems += ["root's tree: %s" % change for change in tree_changes(before, tree_state(root_tree))]
     assert_no_harm(problems, "%s through ~/%s -> %s (failed: %s)" % (module, link, target_dir, result.get("failed")))
 
@@ -708,6 +708,8 @@ def test_info_does_not_send_roots_netrc_through_a_symlinked_netrc(account, root_
     problems += secrets_shown("the listener's log", server.received(), password)
     problems += secrets_shown("the module output (-vvv)", raw, password) + [netrc.harm()]
     assert_no_harm(problems, "conda_proxy_info with ~/.netrc -> %s" % netrc.path)
+    print("no harm; the account's listener got %d requests; failed: %s %s" % (
+        server.received().count("\n---\n"), result.get("failed"), result.get("msg", "")))
 
 
 def test_info_does_not_read_roots_files_named_in_the_accounts_profile(account, root_tree, listener):
@@ -735,6 +737,8 @@ def test_info_does_not_read_roots_files_named_in_the_accounts_profile(account, r
     problems += secrets_shown("the module output (-vvv)", raw, password, condarc_password, host, ca_token)
     problems += [victim.harm() for victim in (netrc, condarc, ca)]
     assert_no_harm(problems, "conda_proxy_info with NETRC, CONDARC, REQUESTS_CA_BUNDLE naming root-only files")
+    print("no harm; the account's listener got %d requests; failed: %s %s" % (
+        server.received().count("\n---\n"), result.get("failed"), result.get("msg", "")))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -748,9 +752,9 @@ def test_controller_path_does_not_copy_roots_file_into_the_home(account, root_tr
     as_account(account, "ln -s %s .netrc" % victim.path)
     result, raw, _seconds = adhoc("netrc_entry", {"user": account.pw_name, "machine": "conda.corp.example",
                                                   "login": "svc", "password": "pw-ctrl"}, diff=True,
-                                  extra_vars={"condafleet_proxy_edit_on_controller": True})
+                                  verbosity=3, extra_vars={"condafleet_proxy_edit_on_controller": True})
     assert result is not None, raw[-2000:]
-    problems = secrets_shown("the --diff output", raw, password) + [victim.harm()]
+    problems = secrets_shown("the --diff -vvv output", raw, password) + [victim.harm()]
     problems += ["root's file was copied into the account's home: %s (mode %s, uid %d)" % leak
                  for leak in files_holding(account.pw_dir, password)]
     assert_no_harm(problems, "netrc_entry on the controller-side path with ~/.netrc -> %s" % victim.path)
@@ -814,9 +818,9 @@ def test_hard_linked_root_file_keeps_content_owner_and_mode(account, root_tree, 
     victim = Victim(os.path.join(root_tree, "shared", "victim"), content.format(secret=token).encode(), 0o600)
     os.chmod(os.path.dirname(victim.path), 0o755)
     as_account(account, "ln %s %s" % (victim.path, name))
-    result, raw, _seconds = adhoc(module, dict(args, user=account.pw_name), diff=True)
+    result, raw, _seconds = adhoc(module, dict(args, user=account.pw_name), diff=True, verbosity=3)
     assert result is not None, raw[-2000:]
-    problems = [victim.harm()] + secrets_shown("the --diff output", raw, token)
+    problems = [victim.harm()] + secrets_shown("the --diff -vvv output", raw, token)
     problems += ["root's bytes were copied into a new file in the account's home: %s (mode %s, uid %d)" % leak
                  for leak in files_holding(account.pw_dir, token) if os.lstat(leak[0]).st_ino != victim.before["ino"]]
     assert_no_harm(problems, "%s with ~/%s hard-linked to %s" % (module, name, victim.path))
