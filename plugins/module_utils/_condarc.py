@@ -433,6 +433,7 @@ def _tab_error(lineno: int) -> ParseError:
 def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
     """Advance ``st`` over ``text[i:]``; return where a comment starts, if one does."""
     n = len(text)
+    indicators = 0
     while i < n:
         c = text[i]
         if st.quote == "'":
@@ -468,6 +469,8 @@ def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
             if not st.flow:
                 st.flow_line = lineno
             st.flow += 1
+            if st.flow > MAX_DEPTH:  # before PyYAML's composer recurses into it
+                raise ParseError(lineno, _TOO_DEEP % MAX_DEPTH)
             st.expect = True
             i += 1
             continue
@@ -516,6 +519,9 @@ def _scan(text: str, i: int, st: _State, lineno: int) -> int | None:
             rest = text.find("#", i)
             return rest if rest >= 0 else None
         if st.expect and c in "-?" and (nxt == "" or nxt in " \t"):
+            indicators += 1
+            if indicators > MAX_DEPTH:  # '- - - ...': one more level each
+                raise ParseError(lineno, _TOO_DEEP % MAX_DEPTH)
             i += 1
             continue
         # a plain scalar, or a key followed by ': '
@@ -1098,14 +1104,40 @@ def _compose(text: str, what: str) -> t.Any:
     except _yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ParseError(_mark_line(exc), "invalid YAML (%s): %s" % (what, problem))
+    except RecursionError:  # the pure-Python composer (PyYAML without libyaml) recurses per level
+        raise ParseError(1, _TOO_DEEP % MAX_DEPTH)
     if node is not None and not isinstance(node, _yaml.MappingNode):
         raise ParseError(node.start_mark.line + 1, "the top level of a .condarc must be a mapping")
+    _reject_deep_nesting(node)
     if "*" in text:  # no alias without a '*'
         _reject_alias_bomb(node)
     _reject_duplicates(node, set())
     if "!" in text:  # an explicit tag needs a '!'; a resolved one always constructs
         _reject_bad_tagged_scalars(node)
     return node
+
+
+# Values nested deeper than this are refused before anything walks them recursively (PyYAML's constructor,
+# the checks below): around 1000 levels every reader, conda's ruamel.yaml too, fails with a RecursionError.
+MAX_DEPTH = 100
+_TOO_DEEP = "values nested more than %d levels deep (conda's YAML reader fails on a file nested about 1000 deep)"
+
+
+def _reject_deep_nesting(root: t.Any) -> None:
+    """Iteratively: each distinct node once (an alias is not followed again), its depth along the first path."""
+    if root is None:
+        return
+    seen = set()
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen or isinstance(node, _yaml.ScalarNode):
+            continue
+        seen.add(id(node))
+        if depth > MAX_DEPTH:
+            raise ParseError(node.start_mark.line + 1, _TOO_DEEP % MAX_DEPTH)
+        children = [item for pair in node.value for item in pair] if isinstance(node, _yaml.MappingNode) else node.value
+        stack.extend((child, depth + 1) for child in children)
 
 
 # A .condarc's aliases may repeat what an anchor names, but not without bound: nested aliases (an "alias bomb",

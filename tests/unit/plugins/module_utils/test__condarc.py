@@ -704,6 +704,23 @@ def test_recursive_alias_does_not_loop():
     assert after.startswith(b"a: &a [x, *a]\n")
 
 
+@pytest.mark.parametrize("loader", ["CSafeLoader", "SafeLoader"])
+@pytest.mark.parametrize(
+    "data",
+    [b"a: " + b"[" * 999 + b"]" * 999 + b"\n", b"proxy_servers: " + b"[" * 900 + b"]" * 900 + b"\n",
+     b"a:\n  " + b"- " * 990 + b"x\n", b"a: " + b"{b: " * 5000 + b"}" * 5000 + b"\n"],
+    ids=["flow-999", "owned-900", "block-990", "flow-5000"],
+)
+def test_deep_nesting_is_refused_not_a_recursion_error(monkeypatch, loader, data):
+    # libyaml composes up to 1000 levels, then the recursive walks (and PyYAML without libyaml at once) raised
+    # RecursionError: a traceback instead of a message. conda's ruamel.yaml fails around 1000 levels too.
+    monkeypatch.setattr(_condarc, "_COMPOSE_LOADER", getattr(yaml, loader))
+    for call in (lambda: render_condarc(data, BASE), lambda: _condarc.read_proxy_settings(data)):
+        with finishes_within(1.0), pytest.raises(ParseError) as info:
+            call()
+        assert "nested" in str(info.value) or "nesting" in str(info.value)
+
+
 # Each of these is accepted by libyaml (PyYAML's CSafeLoader, which the module composes with) and by the
 # stdlib scanner before the fix, but refused by ruamel.yaml: conda skips the file with "Ignoring
 # configuration file ... invalid yaml" (tabs) or fails with a traceback (the others), verified with
