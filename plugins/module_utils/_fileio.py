@@ -421,6 +421,34 @@ def _write_atomic(module: AnsibleModule, path: str, content: bytes) -> None:
         raise FileRefused("cannot write %s: %s" % (path, exc))
 
 
+def write_backup(path: str, content: bytes) -> str:
+    """A copy of ``content`` (the bytes just read) beside ``path``, named as ``backup_local`` names backups
+    (``NAME.PID.YYYY-MM-DD@HH:MM:SS~``), created new and never through a link: a name taken already (a symlink
+    an account planted there) gets a counter instead of being followed. Mode 0600 until the original's is copied."""
+    stamp = time.strftime("%Y-%m-%d@%H:%M:%S~", time.localtime())
+    base = "%s.%d.%s" % (path, os.getpid(), stamp)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for attempt in range(100):
+        name = base if attempt == 0 else "%s.%d~" % (base[:-1], attempt)
+        try:
+            fd = os.open(name, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                continue
+            raise FileRefused("cannot back up %s to %s: %s" % (path, name, exc.strerror))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                try:
+                    os.fchmod(handle.fileno(), stat.S_IMODE(os.lstat(path).st_mode))
+                except OSError:
+                    pass
+        except OSError as exc:
+            raise FileRefused("cannot back up %s to %s: %s" % (path, name, exc.strerror))
+        return name
+    raise FileRefused("cannot back up %s: 100 names beside it are taken" % path)
+
+
 def apply_edit(
     module: AnsibleModule,
     path: str,
@@ -443,7 +471,7 @@ def apply_edit(
         result["changed"] = True
         if not module.check_mode:
             if params.get("backup") and before is not None:
-                result["backup_file"] = module.backup_local(path)
+                result["backup_file"] = write_backup(path, before)
             if after is None:
                 try:
                     os.unlink(path)

@@ -166,3 +166,21 @@ def test_pruning_stops_at_a_directory_with_something_left_and_never_removes_the_
     assert _fileio.prune_empty_directories(str(empty), str(tmp_path / "home2"), check_mode=False) == [str(empty)]
     assert (tmp_path / "home2").is_dir()
     assert stat.S_ISDIR(os.stat(tmp_path / "home2").st_mode)
+
+
+def test_a_backup_never_goes_through_a_link_planted_at_its_name(tmp_path, monkeypatch):
+    """The backup name is predictable (pid and second): a symlink there is skipped, not followed."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep\n")
+    target = tmp_path / ".netrc"
+    target.write_bytes(b"old\n")
+    os.chmod(target, 0o600)
+    monkeypatch.setattr(_fileio.time, "strftime", lambda fmt, *args: "2026-12-01@10:00:00~")
+    planted = "%s.%d.2026-12-01@10:00:00~" % (target, os.getpid())
+    os.symlink(str(victim), planted)
+    name = _fileio.write_backup(str(target), b"old\n")
+    assert name == "%s.%d.2026-12-01@10:00:00.1~" % (target, os.getpid())
+    assert victim.read_bytes() == b"keep\n" and os.path.islink(planted)
+    with open(name, "rb") as handle:
+        assert handle.read() == b"old\n"
+    assert stat.S_IMODE(os.stat(name).st_mode) == 0o600
