@@ -60,7 +60,8 @@ options:
   timeout:
     description:
       - Seconds the login shell, conda and each probe request may each take.
-      - The whole check is stopped after four times this plus ten seconds, whatever the account's files do.
+      - The whole check is stopped after four times this plus ten seconds, whatever the account's files do; what
+        the login shell or conda started is stopped with it. Their output is limited to 4 MiB each.
     type: int
     default: 20
   require_proxy:
@@ -251,12 +252,14 @@ import json
 import netrc
 import os
 import pwd
+import resource
 import select
 import shutil
 import signal
 import ssl
 import stat
 import subprocess
+import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -290,8 +293,9 @@ CONDA_PLACES_IN_HOME = ("miniconda3", "anaconda3", "miniforge3", "mambaforge", "
 CONDA_PLACES = ("/opt/conda", "/opt/miniconda3", "/opt/anaconda3", "/opt/miniforge3", "/opt/mambaforge",
                 "/usr/local/miniconda3", "/usr/local/anaconda3", "/usr/local/miniforge3", "/usr/local/conda")
 
-# The child's JSON answer; more is not an answer but a runaway.
+# The child's JSON answer, and the output of the login shell or conda: more is not an answer but a runaway.
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 
 
 class Problem(Exception):
@@ -404,6 +408,28 @@ def merged_settings(paths: list, account: str = "the account", warnings: list | 
 # the account's environment and its conda
 
 
+def run_bounded(argv: list, env: dict, cwd: str, timeout: float, limit: int = MAX_OUTPUT_BYTES) -> tuple:
+    """``(returncode, stdout, stderr)`` of ``argv`` with no stdin, killed after ``timeout`` seconds
+    (``subprocess.TimeoutExpired``); output beyond ``limit`` bytes per stream is :class:`Problem`.
+
+    The output goes to unlinked temporary files whose size the kernel caps (``RLIMIT_FSIZE``), so a profile or a
+    conda the account controls cannot make this process grow without end. What it leaves running stays in the
+    checking child's process group, which the parent kills when the check ends."""
+    def cap_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                              preexec_fn=cap_file_size, timeout=timeout, check=False)
+        streams = []
+        for handle in (out, err):
+            if os.fstat(handle.fileno()).st_size >= limit:
+                raise Problem("%s wrote more than %d bytes" % (os.path.basename(argv[0]), limit))
+            handle.seek(0)
+            streams.append(handle.read())
+    return proc.returncode, streams[0], streams[1]
+
+
 def login_environment(entry, timeout: float) -> dict:
     """The environment of a fresh login shell of the account (``env -i`` plus what its startup files set).
 
@@ -414,11 +440,9 @@ def login_environment(entry, timeout: float) -> dict:
     base = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name, "SHELL": shell,
             "PATH": "/usr/local/bin:/usr/bin:/bin", "TERM": "dumb"}
     cwd = entry.pw_dir if os.path.isdir(entry.pw_dir) else "/"
-    proc = subprocess.run([shell, "-l", "-c", "env -0"], env=base, cwd=cwd,
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=timeout, check=False)
+    _code, out, _err = run_bounded([shell, "-l", "-c", "env -0"], base, cwd, timeout)
     env = {}
-    for item in proc.stdout[:MAX_ANSWER_BYTES].decode("utf-8", "replace").split("\0"):
+    for item in out.decode("utf-8", "replace").split("\0"):
         if "=" in item:
             name, value = item.split("=", 1)
             env[name.strip()] = value
@@ -450,26 +474,25 @@ def conda_prefix(conda: str) -> str:
 def conda_proxy_servers(conda: str, env: dict, timeout: float) -> dict:
     """``conda config --show proxy_servers --json`` as the caller (the account); raises :class:`Problem`."""
     try:
-        proc = subprocess.run([conda, "config", "--show", "proxy_servers", "--json"], env=env, cwd="/",
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False)
+        returncode, stdout, stderr = run_bounded([conda, "config", "--show", "proxy_servers", "--json"], env, "/",
+                                                 timeout)
     except subprocess.TimeoutExpired:
         raise Problem("%s config --show proxy_servers did not answer within %ss" % (conda, timeout))
     except OSError as exc:
         raise Problem("%s config --show proxy_servers cannot run: %s" % (conda, exc))
-    out = proc.stdout[:MAX_ANSWER_BYTES].decode("utf-8", "replace")
+    out = stdout.decode("utf-8", "replace")
     try:
         answer = json.loads(out or "{}")
     except ValueError:
         answer = None
-    if proc.returncode != 0 or not isinstance(answer, dict) or "proxy_servers" not in answer:
+    if returncode != 0 or not isinstance(answer, dict) or "proxy_servers" not in answer:
         reason = ""
         if isinstance(answer, dict):
             reason = answer.get("message") or answer.get("error") or ""
         if not reason:
-            lines = [line for line in (proc.stderr.decode("utf-8", "replace") + out).splitlines() if line.strip()]
+            lines = [line for line in (stderr.decode("utf-8", "replace") + out).splitlines() if line.strip()]
             reason = lines[-1] if lines else "no output"
-        raise Problem("%s config --show proxy_servers failed (exit %s): %s" % (conda, proc.returncode, reason.strip()))
+        raise Problem("%s config --show proxy_servers failed (exit %s): %s" % (conda, returncode, reason.strip()))
     return answer.get("proxy_servers") or {}
 
 
@@ -816,17 +839,20 @@ def run_in_child(entry, params: dict, drop: bool, hard_limit: float) -> dict:
                 break
             size += len(chunk)
             if size > MAX_ANSWER_BYTES:
-                timed_out = True
+                chunks = [b"not JSON: the answer was cut off"]
                 break
             chunks.append(chunk)
     finally:
         os.close(read_fd)
-    if timed_out:
-        for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-            try:
-                kill()
-            except OSError:
-                pass
+    # The child's process group (its own session): the child itself when it ran out of time, and whatever a login
+    # shell or conda left running. Before waitpid, so the id cannot have been reused: an unreaped child keeps it.
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     os.waitpid(pid, 0)
     if timed_out:
         return {"result": {}, "secrets": [], "problems": [

@@ -457,6 +457,22 @@ def test_fifo_at_netrc_and_at_condarc_finish_at_once_with_a_clear_message(accoun
     assert "%s is not a regular file (a FIFO)" % netrc in result["msg"]
 
 
+@pytest.mark.parametrize("profile,expected", [
+    ("yes condafleet | head -c 100000000\n", "wrote more than 4194304 bytes"),
+    ("sleep 600\n", "did not finish within 3s"),
+])
+def test_login_shell_that_floods_or_never_ends_is_stopped(account, profile, expected):
+    """Issue 10 point 7: the account's ~/.profile is not allowed to make the module wait or grow without bound."""
+    home_file(account, ".profile", profile, append=True)
+    start = time.monotonic()
+    result, raw = run_adhoc("conda_proxy_info", {"user": account.pw_name, "timeout": 3})
+    assert time.monotonic() - start < 25
+    assert result.get("failed") and expected in result["msg"], raw[-3000:]
+    left = subprocess.run(["pgrep", "-u", str(account.pw_uid), "-a"], capture_output=True, text=True, check=False)
+    running = [line for line in left.stdout.splitlines() if "<defunct>" not in line]  # killed, not yet reaped
+    assert running == [], "processes of the account left running: %s" % running
+
+
 def test_unreadable_condarc_is_named_as_real_conda_fails(account, conda_path):
     """Issue 9 point 3: a .condarc the account cannot read makes conda fail with PermissionError; the module
     says so instead of reading it as root (and then blaming conda's output)."""
