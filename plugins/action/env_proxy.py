@@ -59,7 +59,7 @@ class ActionModule(NormalAction):
                 raise ValueError("on Windows, user-level variables can only be set for the connecting account: "
                                  "connect as %s instead of using user" % params["user"])
             spec = spec_from_params(params)
-            refuse_system_password("env", params, params["state"] == "present" and bool(spec.secrets))
+            refuse_system_password("env", params, spec.has_literal_password)
             module_args = windows_environment_args(params)
         except ValueError as exc:
             return dict(result, failed=True, msg=mask_secrets(to_native(exc)))

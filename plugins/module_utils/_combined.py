@@ -110,7 +110,7 @@ class MethodCall:
             _methods.refuse_system_password("condarc", params, spec.has_literal_password)
         elif self.method == "env":
             spec = _envfiles.spec_from_params(params)
-            _methods.refuse_system_password("env", params, spec.state == "present" and bool(spec.secrets))
+            _methods.refuse_system_password("env", params, spec.has_literal_password)
         else:
             _netrc.specs_from_params(params)
 

@@ -199,6 +199,7 @@ def _condarc_prune_stop(spec: _condarc.CondarcSpec, home: str, root: str) -> str
 def plan_condarc(module: AnsibleModule, params: dict, pending: t.Collection[str] = ()) -> CondarcPlan:
     """condarc_proxy: the ``proxy_servers`` and ``ssl_verify`` keys of one ``.condarc``. ``pending``: files this
     run writes before the .condarc (conda_proxy's CA), which ``ssl_verify`` may name before they exist."""
+    module.no_log_values.update(_condarc.secrets_in_params(params))
     try:
         spec = _condarc.spec_from_params(params)
     except ValueError as exc:
@@ -305,8 +306,10 @@ class EnvPlan(Plan):
 
 def plan_env(module: AnsibleModule, params: dict) -> EnvPlan:
     """env_proxy: the managed block of every file the shells and session managers of the OS read."""
+    # Every form of every password in the options is a secret before anything is validated: a refused URL is
+    # echoed in the task's invocation otherwise.
+    module.no_log_values.update(_envfiles.secret_forms(_envfiles.secrets_in_params(params)))
     if params["proxy_password"]:
-        module.no_log_values.update(_envfiles.secret_forms([params["proxy_password"]]))
         if _condarc.is_var_reference(params["proxy_password"]):
             raise MethodFailed("proxy_password is a ${VAR} reference: conda expands those in .condarc, but shells, "
                                "PAM and launchd read environment files as values. Give the password itself "
@@ -352,7 +355,7 @@ def plan_env(module: AnsibleModule, params: dict) -> EnvPlan:
                           if os.path.lexists(p)]
             targets = [(p, f, reason, owner) for p, f, reason in chosen]
 
-        literal_password = spec.state == "present" and bool(spec.secrets)
+        literal_password = spec.has_literal_password
         try:
             refuse_system_password("env", params, literal_password)
         except ValueError as exc:

@@ -402,9 +402,6 @@ def test_adhoc_with_an_urlencoded_password_the_message_shows_none_of_it(tmp_path
         assert form not in shown, form
 
 
-@pytest.mark.xfail(reason="needs the caller to add _envfiles.secrets_in_params(params) to module.no_log_values before "
-                          "spec_from_params (plan_env in plugins/module_utils/_methods.py): the invocation echoes "
-                          "http_proxy as given", strict=False)
 @pytest.mark.parametrize("verbosity", [0, 3])
 def test_adhoc_with_an_urlencoded_password_the_whole_output_shows_none_of_it(tmp_path, verbosity):
     _result, raw, forms = _adhoc_with_urlencoded_password(tmp_path, verbosity)
