@@ -171,7 +171,7 @@ options:
     description:
       - After configuring, prove from the host, for each account of O(users) (or the connecting account), that a
         request to O(verify_url) goes through the proxy conda would use, with conda's settings, run as that
-        account: M(condafleet.proxy.conda_proxy_info) with O(condafleet.proxy.conda_proxy_info#module:url).
+        account (M(condafleet.proxy.conda_proxy_info) with O(condafleet.proxy.conda_proxy_info#module:url)).
         A 407, a TLS failure, an unreachable proxy or a login shell whose proxy differs from C(proxy_servers)
         fails the task with its message; the results are in RV(verify).
       - Also in check mode (it proves the state the host is in). Not on Windows hosts (a warning says so).
@@ -290,6 +290,11 @@ verify:
   type: list
   elements: dict
   sample: [{"user": "alice", "probe": {"outcome": "ok", "source": "condarc"}}]
+  contains:
+    user:
+      description: The account, or V(null) for the account the module runs as.
+      type: str
+      sample: alice
 launchd_reloaded:
   description:
     - On macOS, with O(scope=user) for the connecting account, whether the LaunchAgent was run again in the

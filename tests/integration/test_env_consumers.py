@@ -171,7 +171,7 @@ def test_pam_env_reads_etc_environment_through_su(tmp_path):
     (root / "etc/environment").write_bytes(b"CF_BEFORE=kept\n")
     result = call_module("env_proxy", dict(root=str(root), target_os="Linux", http_proxy="http://p:3128",
                                            proxy_username="fleet", proxy_password=PASSWORD.replace("#", ""),
-                                           no_proxy=["localhost", ".corp.example"],
+                                           no_proxy=["localhost", ".corp.example"], world_readable_password=True,
                                            extra={"CF_HOSTILE": PAM_SAFE, "CF_TRAILING": "ends with \\"}))
     assert not result.get("failed"), result
     from ansible_collections.condafleet.proxy.plugins.module_utils._envfiles import variables_from_params
