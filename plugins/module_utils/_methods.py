@@ -294,7 +294,7 @@ class EnvPlan(Plan):
             except StopIteration:  # a write failed: the files before it
                 break
             entry = dict(path=edit.path, format=item, changed=outcome["changed"])
-            for key in ("backup_file", "attributes_changed", "link_target"):
+            for key in ("backup_file", "attributes_changed", "link_target", "directories_removed"):
                 if key in outcome:
                     entry[key] = outcome[key]
             files.append(entry)

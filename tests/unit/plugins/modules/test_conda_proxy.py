@@ -13,6 +13,7 @@ import json
 import netrc
 import os
 import pwd
+import stat
 
 import pytest
 import yaml
@@ -234,3 +235,31 @@ def test_a_write_that_fails_half_way_reports_what_was_changed(sandbox, monkeypat
     assert result["changed"] is True and result["condarc"][0]["changed"] and result["env"][0]["changed"]
     assert result["netrc"][0]["changed"] is False
     assert (sandbox / ME.pw_dir.lstrip("/") / ".netrc").read_bytes() == b"machine other.example login o password keep-me\n"
+
+
+def test_the_ca_of_another_account_is_its_own_and_goes_with_absent(tmp_path):
+    """ca_certificates in user scope: ~/.conda/condafleet-proxy-ca.pem of the account, owned by it and its group
+    (written with its identity), named by its ssl_verify; absent removes both, and ~/.conda it left empty."""
+    if os.geteuid() != 0:
+        pytest.skip("configuring another account needs root")
+    nobody = pwd.getpwnam("nobody")
+    # pytest's tmp dirs are private to root: the account must be able to reach its home, as on a real host
+    for directory in [tmp_path] + list(tmp_path.parents)[:3]:
+        if not directory.stat().st_mode & 0o001:
+            os.chmod(directory, directory.stat().st_mode | 0o711)
+    home = tmp_path / nobody.pw_dir.lstrip("/")
+    home.mkdir(parents=True)
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    args = dict(scope="user", users=["nobody"], http=PROXY, ca_certificates=pem, root=str(tmp_path), target_os="Linux")
+    result = call_module("conda_proxy", args)
+    assert not result.get("failed"), result
+    ca = home / ".conda/condafleet-proxy-ca.pem"
+    info = os.stat(ca)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (nobody.pw_uid, nobody.pw_gid, 0o644)
+    assert ca.read_text() == pem and result["ca"][0]["user"] == "nobody"
+    assert "ssl_verify: %s/.conda/condafleet-proxy-ca.pem" % nobody.pw_dir in (home / ".condarc").read_text()
+    assert call_module("conda_proxy", args)["changed"] is False
+    gone = call_module("conda_proxy", dict(args, state="absent", ca_certificates=""))
+    assert gone["changed"] and not (home / ".conda").exists(), gone
+    assert not (home / ".condarc").exists() or "ssl_verify" not in (home / ".condarc").read_text()

@@ -210,6 +210,23 @@ def test_user_option_files_and_new_dirs_owned_by_that_user(tmp_path):
         assert os.stat(path).st_uid == nobody.pw_uid, path
 
 
+def test_absent_removes_the_directories_it_left_empty_in_the_home(tmp_path):
+    """~/.config/fish/conf.d and ~/.config/environment.d were made for the managed files: they go with them;
+    a directory holding anything else, and the home itself, stay."""
+    home = tmp_path / ME.pw_dir.lstrip("/")
+    home.mkdir(parents=True)
+    (home / ".config").mkdir()
+    (home / ".config" / "user-dirs.dirs").write_bytes(b"XDG_DESKTOP_DIR=$HOME\n")
+    args = dict(scope="user", root=str(tmp_path), target_os="Linux", http_proxy="http://p:1")
+    written = call_module("env_proxy", args)
+    assert not written.get("failed") and (home / ".config/fish/conf.d").is_dir(), written
+    gone = call_module("env_proxy", dict(args, state="absent"))
+    removed = sorted(d for f in gone["files"] for d in f.get("directories_removed", []))
+    assert not (home / ".config/fish").exists() and not (home / ".config/environment.d").exists(), gone
+    assert str(home / ".config/fish/conf.d") in removed
+    assert sorted(os.listdir(home / ".config")) == ["user-dirs.dirs"] and home.is_dir()
+
+
 def test_symlink_into_a_file_the_user_does_not_own_is_refused(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to configure another account")
