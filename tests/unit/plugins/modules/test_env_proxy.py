@@ -267,6 +267,6 @@ def test_user_scope_files_holding_a_password_are_private(tmp_path):
     written = [f for f in result["files"] if "skipped" not in f]
     assert written and all(stat.S_IMODE(os.stat(f["path"]).st_mode) == 0o600 for f in written), written
     no_password = call_module("env_proxy", args(tmp_path / "other", scope="user", proxy_password=None,
-                                                 proxy_username=None))
+                                                proxy_username=None))
     assert all(stat.S_IMODE(os.stat(f["path"]).st_mode) == 0o644
                for f in no_password["files"] if "skipped" not in f)
