@@ -382,6 +382,7 @@ netrc:
 """
 
 import os
+import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.condafleet.proxy.plugins.module_utils import _combined
@@ -447,7 +448,7 @@ def reload_launch_agent(module: AnsibleModule, params: dict, result: dict) -> No
     if launchctl is None:
         return
     domain = "gui/%d" % os.getuid()
-    agent = os.path.expanduser("~/Library/LaunchAgents/com.condafleet.proxy.plist")
+    agent = os.path.join(pwd.getpwuid(os.getuid()).pw_dir, "Library/LaunchAgents/com.condafleet.proxy.plist")
     module.run_command([launchctl, "bootout", domain + "/com.condafleet.proxy"])
     rc, _out, err = module.run_command([launchctl, "bootstrap", domain, agent])
     result["launchd_reloaded"] = rc == 0
