@@ -75,8 +75,12 @@ clean:
 docs-lint: venv
 	VENV=$(abspath $(VENV)) scripts/build-docs.sh --lint-only
 
-# Fleet-scale benchmark (a script, not a test): the role against a hand-written ansible.builtin playbook and the
-# ping floor for N = 10, 50, 200 local hosts, plus the SSH lab when run as root; see docs/performance.md.
+# Fleet-scale benchmark (a script, not a test): the role against the module alone, a hand-written ansible.builtin
+# playbook and the ping floor for N = 10, 50, 200 local hosts, the one-host ansible-pull case and the SSH lab when
+# run as root, each phase with the linear and the mitogen_linear strategy; see docs/performance.md. E.g.
+#   make bench BENCH_ARGS="--sizes 10,200,50 --runs 3 --json /tmp/bench.json"
+#   make bench BENCH_ARGS="--sizes 3 --runs 1 --lab-runs 1 --pull-runs 1"   (a quick check of the tooling)
+#   make bench BENCH_ARGS="--strategies mitogen_linear"                      (one strategy only)
 .PHONY: bench
 bench: venv collections
 	$(BIN)/python bench/fleet_bench.py --lab $(BENCH_ARGS)
