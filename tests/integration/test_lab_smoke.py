@@ -110,31 +110,79 @@ def test_channel_is_reachable_only_through_the_authenticating_proxy(lab, host):
     status, code = curl(lab, host, "http://%s:%d/" % (vars_["lab_proxy_host"], labmod.CHANNEL_PORT))
     assert status != 0 and code != "200", (status, code)
 
-    # Through squid without credentials: 407; with them: 200.
-    assert curl(lab, host, url, "--proxy", proxy) == (0, "407")
-    assert curl(lab, host, url, "--proxy", proxy, "--proxy-user", creds) == (0, "200")
+    # Through squid without credentials: 407; with them but without the channel's own: 401; with both: 200.
+    channel = "%s:%s" % (vars_["lab_channel_login"], vars_["lab_channel_password"])
+    assert curl(lab, host, url, "--proxy", proxy, "--user", channel) == (0, "407")
+    assert curl(lab, host, url, "--proxy", proxy, "--proxy-user", creds) == (0, "401")
+    assert curl(lab, host, url, "--proxy", proxy, "--proxy-user", creds, "--user", channel) == (0, "200")
     # The percent-encoded URL form works too (the password holds @ : % / #).
-    assert curl(lab, host, url, "--proxy", vars_["lab_proxy_url_with_credentials"]) == (0, "200")
+    assert curl(lab, host, url, "--proxy", vars_["lab_proxy_url_with_credentials"], "--user", channel) == (0, "200")
 
     with open(vars_["lab_proxy_access_log"]) as handle:
         log = handle.read()
     assert "TCP_DENIED/407" in log
     assert vars_["lab_proxy_username"] in log and url in log
+    address = lab["hosts"][host]["address"]
+    lines = [line.split() for line in log.splitlines()]
+    # squid's native fields, the proxy account (%un) eighth: time elapsed client result bytes method URL account
+    assert [f[7] for f in lines if f[2] == address and f[3] == "TCP_MISS/200"] != []
+    assert {f[7] for f in lines if f[2] == address and f[3] == "TCP_MISS/200"} == {vars_["lab_proxy_username"]}
+
+    # The channel: each request came from squid's uid, forwarded for this host; 401 without its login, 200 with.
+    with open(vars_["lab_channel_log"]) as handle:
+        entries = [json.loads(line) for line in handle if line.strip()]
+    mine = [e for e in entries if e["forwarded_for"] == address]
+    assert {e["peer_uid"] for e in mine} == {vars_["lab_squid_uid"]}
+    assert {(e["login"], e["status"]) for e in mine} == {(None, 401), (vars_["lab_channel_login"], 200)}
 
 
 @pytest.mark.parametrize("host", ("h2", "h3"))
 def test_python_requests_reaches_the_channel_through_the_proxy(lab, host):
     vars_ = labmod.lab_vars(lab)
     script = (
-        "import requests, sys; p = sys.argv[1]; u = sys.argv[2];"
-        "print(requests.get(u, proxies={'http': p}, timeout=5).status_code,"
-        " requests.get(u, proxies={'http': sys.argv[3]}, timeout=5).status_code)"
+        "import requests, sys; p = sys.argv[1]; u = sys.argv[2]; a = (sys.argv[4], sys.argv[5]);"
+        "print(requests.get(u, proxies={'http': p}, auth=a, timeout=5).status_code,"
+        " requests.get(u, proxies={'http': sys.argv[3]}, auth=a, timeout=5).status_code,"
+        " requests.get(u, proxies={'http': p}, timeout=5).status_code)"
     )
-    proc = ssh(lab, host, "python3 -c %s %s %s %s" % (
+    proc = ssh(lab, host, "python3 -c %s %s %s %s %s %s" % (
         shlex.quote(script), shlex.quote(vars_["lab_proxy_url_with_credentials"]),
-        shlex.quote(vars_["lab_channel_repodata_url"]), shlex.quote(vars_["lab_proxy_url"])))
+        shlex.quote(vars_["lab_channel_repodata_url"]), shlex.quote(vars_["lab_proxy_url"]),
+        shlex.quote(vars_["lab_channel_login"]), shlex.quote(vars_["lab_channel_password"])))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["200", "407"]
+    assert proc.stdout.split() == ["200", "407", "401"]
+
+
+def test_channel_refuses_connections_that_squid_did_not_open(lab):
+    """Even from the controller namespace, with the right credentials: only squid's uid gets an answer."""
+    vars_ = labmod.lab_vars(lab)
+    url = "http://127.0.0.1:%d/%s/noarch/repodata.json" % (labmod.CHANNEL_PORT, labmod.CHANNEL_NAME)
+    proc = subprocess.run(labmod.in_ns(lab["prefix"] + "-ctl", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                       "--max-time", "5", "--user",
+                                       "%s:%s" % (vars_["lab_channel_login"], vars_["lab_channel_password"]), url),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.stdout == "403", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_real_conda_runs_as_each_account_where_the_python_matches(lab, host):
+    """h1 sees the machine's venv, h2 (same Python) has it bound read-only, h3 (another Python) has none."""
+    vars_ = labmod.lab_vars(lab)
+    if not vars_["lab_real_conda"]:
+        pytest.skip(vars_["lab_real_conda_skip"])
+    conda = vars_["lab_real_conda"]
+    if host == "h3":
+        assert host not in vars_["lab_real_conda_hosts"]
+        return
+    assert host in vars_["lab_real_conda_hosts"]
+    for user in labmod.USERS:
+        proc = ssh(lab, host, "%s --version && touch %s/x" % (shlex.quote(conda), shlex.quote(os.path.dirname(conda))),
+                   user=user)
+        assert proc.stdout.startswith("conda 26."), proc.stdout + proc.stderr
+        assert proc.returncode != 0  # not writable by the accounts
+    if host == "h2":
+        proc = ssh(lab, host, "touch %s/x" % shlex.quote(os.path.dirname(conda)))
+        assert proc.returncode != 0 and "Read-only file system" in proc.stderr, proc.stderr
 
 
 def test_down_leaves_no_namespace_mount_or_process(tmp_path, lab_available):

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import lab as labmod  # tests/lab, put on sys.path by conftest.py
+import realconda  # tests/support, put on sys.path by the root conftest
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -35,6 +36,18 @@ def _molecule(step: str, scenario: str, env: dict) -> str:
     return output
 
 
+def _assert_real_conda_ran(output: str) -> None:
+    """verify ran real conda as each account on h1 and h2 (or said why not, when ../shared/real-conda is absent)."""
+    if realconda.installer() is None:
+        assert "real conda steps skipped" in output, output[-30000:]
+        return
+    for user in labmod.USERS:
+        task = "TASK [Run conda search and conda create from a fresh login shell as %s]" % user
+        assert task in output, output[-30000:]
+        block = output.split(task, 1)[1].split("TASK [", 1)[0]
+        assert sorted(re.findall(r"^ok: \[(h\d)\]", block, re.M)) == ["h1", "h2"], block
+
+
 @pytest.mark.parametrize("scenario", ["default", "user_scope"])
 def test_molecule_scenario(scenario, tmp_path, lab_available):
     # A prefix of this run's own, so a parallel run or a leftover lab cannot interfere.
@@ -45,6 +58,8 @@ def test_molecule_scenario(scenario, tmp_path, lab_available):
     try:
         for step in STEPS:
             output = _molecule(step, scenario, env)
+            if step == "verify":
+                _assert_real_conda_ran(output)
             if step == "check":
                 recaps = RECAP.findall(output)
                 assert recaps, output[-4000:]

@@ -9,10 +9,13 @@ machine's own network)::
 
     <prefix>-ctl   controller namespace: bridge br0 = 10.213.X.1/24
                    squid on 10.213.X.1:3128 (Basic auth, credentials generated per lab)
-                   channel on 127.0.0.1:8000 (static repodata.json) -- squid reaches it by the
-                   name channel.condafleet.test (its own hosts_file); the hosts cannot
+                   channel on 127.0.0.1:8000: a real package (tests/support/realconda.py), Basic auth with
+                   the channel credentials (each account's .netrc), answers only connections opened by
+                   squid's uid, logs every request as a JSON line -- squid reaches it by the name
+                   channel.condafleet.test (its own hosts_file); the hosts cannot
     <prefix>-h1    sshd on 10.213.X.11: the machine's filesystem, private /etc (overlay), /root, /home, /run
-    <prefix>-h2    sshd on 10.213.X.12: chroot into an overlay of a debootstrapped Debian bookworm
+    <prefix>-h2    sshd on 10.213.X.12: chroot into an overlay of a debootstrapped Debian bookworm; the real
+                   conda venv (realconda.CACHE) bound read-only at the same path (same Python as the machine)
     <prefix>-h3    sshd on 10.213.X.13: the same for Debian trixie
 
 Every host process runs in its own mount (and UTS) namespace, so the lab's mounts never show in the
@@ -22,6 +25,7 @@ machine's mount table and vanish with the processes. Ansible reaches the hosts t
 Command line::
 
     python tests/lab/lab.py up --state DIR      # writes DIR/inventory.yml, DIR/lab_vars.yml, DIR/state.json
+    python tests/lab/lab.py up --state DIR --channel-auth FILE   # channel login/password from a JSON file
     python tests/lab/lab.py status --state DIR
     python tests/lab/lab.py down --state DIR    # or --prefix P: also removes leftovers of earlier runs
     python tests/lab/lab.py bootstrap           # only fill the debootstrap cache
@@ -53,7 +57,8 @@ from urllib.parse import quote
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "support"))
 
-from servers import _apr1, _squid_user, write_channel  # noqa: E402  (tests/support is not a package)
+import realconda  # noqa: E402  (tests/support is not a package)
+from servers import _apr1, _squid_user, socket_owner_uid  # noqa: E402
 
 CACHE_DIR = os.environ.get("CONDAFLEET_LAB_CACHE", "/var/cache/condafleet-lab")
 RUN_BASE = os.environ.get("CONDAFLEET_LAB_RUN", "/var/tmp/condafleet-lab")
@@ -61,10 +66,16 @@ VARIANT = "minbase"
 PACKAGES = ("python3", "openssh-server", "curl", "zsh", "fish", "sudo", "python3-requests", "ca-certificates", "procps")
 HOSTS = (("h1", None), ("h2", "bookworm"), ("h3", "trixie"))
 USERS = ("alice", "bob")
+# The lab accounts' uids: 62001, 62002... Every host shares the machine's pid namespace, so a job on the machine
+# that kills "every process of uid N" (a test's throwaway account, `pgrep -u`) must never hit a lab account's
+# conda; useradd on the machine hands out uids from 1000 to 60000.
+UID_BASE = 62000
 PROXY_PORT = 3128
 CHANNEL_PORT = 8000
 CHANNEL_HOST = "channel.condafleet.test"
 CHANNEL_NAME = "fleet-channel"
+# squid's native access-log format, spelled out so that the proxy account (%un) is there by contract.
+SQUID_LOGFORMAT = "%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %un %Sh/%<a %mt"
 REQUIRED_PROGRAMS = ("ip", "unshare", "mount", "umount", "chroot", "nc", "ssh", "ssh-keygen", "/usr/sbin/sshd",
                      "/usr/sbin/squid", "/usr/lib/squid/basic_ncsa_auth", "openssl", "debootstrap", "useradd")
 SSHD_CONFIG = "/etc/ssh/condafleet-lab-sshd_config"
@@ -278,6 +289,8 @@ def bootstrap_all(suites: list[str], mirror: str | None = None, cache_dir: str =
 # host's own mount namespace (slave: the machine's unmounts still reach it, its mounts never leak out).
 _H1_MOUNTS = r"""
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$RUN/etc-upper,workdir=$RUN/etc-work" /etc
+# A lock another job on the machine holds in the real /etc (useradd in a test) must not stop this /etc's useradd.
+rm -f /etc/passwd.lock /etc/shadow.lock /etc/group.lock /etc/gshadow.lock /etc/subuid.lock /etc/subgid.lock
 mount -t tmpfs -o mode=0700 tmpfs /root
 mount -t tmpfs -o mode=0755 tmpfs /home
 mount -t tmpfs -o mode=0755 tmpfs /run
@@ -292,6 +305,11 @@ mount -t sysfs sysfs "$ROOT/sys"
 mount --rbind /dev "$ROOT/dev"
 mount -t tmpfs -o mode=0755 tmpfs "$ROOT/run"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+if [ -n "$REALCONDA" ]; then  # the machine's real conda venv, read-only, where it is on the machine
+    mkdir -p "$ROOT$REALCONDA"
+    mount --bind "$REALCONDA" "$ROOT$REALCONDA"
+    mount -o remount,bind,ro "$ROOT$REALCONDA"
+fi
 """
 
 _ACCOUNTS_AND_SSHD = r"""
@@ -299,8 +317,11 @@ hostname "$NAME"
 printf '127.0.1.1\t%s\n' "$NAME" >> "$ROOT/etc/hosts"
 install -d -m 0700 "$ROOT/root/.ssh"
 install -m 0600 "$STAGE/authorized_keys" "$ROOT/root/.ssh/authorized_keys"
+uid=$UID_BASE
 for user in $USERS; do
-    chroot "$ROOT" id -u "$user" >/dev/null 2>&1 || chroot "$ROOT" useradd --create-home --shell /bin/bash --password '*' "$user"
+    uid=$((uid + 1))
+    chroot "$ROOT" id -u "$user" >/dev/null 2>&1 || \
+        chroot "$ROOT" useradd --uid "$uid" --create-home --shell /bin/bash --password '*' "$user"
     chroot "$ROOT" install -d -m 0755 -o "$user" -g "$user" "/home/$user"
     chroot "$ROOT" install -d -m 0700 -o "$user" -g "$user" "/home/$user/.ssh"
     cp "$STAGE/authorized_keys" "$ROOT/home/$user/.ssh/authorized_keys"
@@ -393,11 +414,129 @@ def _network(lab: _Lab) -> None:
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])
 
 
-def _proxy_and_channel(lab: _Lab, username: str, password: str) -> None:
+def serve_channel(root: str, port: int, auth_file: str, log_path: str, only_uid: int) -> None:
+    """The lab's channel (run by ``lab.py serve-channel`` in the controller namespace); never returns.
+
+    Answers a request only when its TCP connection was opened by ``only_uid`` (squid's; else 403, read from
+    ``/proc/net/tcp``) and it carries the channel's Basic credentials (else 401). Each request is one JSON line
+    in ``log_path``: ``path``, ``status`` (the code sent), ``login`` (the Basic login sent, never the password),
+    ``peer_uid``, ``via`` and ``forwarded_for`` (squid's ``X-Forwarded-For``: the host that asked squid)."""
+    import base64
+    import http.server
+
+    with open(auth_file) as handle:
+        auth = json.load(handle)
+    expected = "Basic " + base64.b64encode(("%s:%s" % (auth["login"], auth["password"])).encode()).decode()
+    lock = threading.Lock()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=root, **kwargs)
+
+        def _answer(self, code: int, body: bytes) -> None:
+            self.send_response(code)
+            if code == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="condafleet-lab-channel"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _allowed(self) -> bool:
+            peer_uid = socket_owner_uid(self.client_address[:2], self.server.server_address[:2])
+            header = self.headers.get("Authorization") or ""
+            sent = None
+            if header.startswith("Basic "):
+                try:
+                    sent = base64.b64decode(header[6:]).decode(errors="replace").split(":", 1)[0]
+                except ValueError:
+                    sent = "<undecodable>"
+            status = 403 if peer_uid != only_uid else 401 if header != expected else 200
+            self._entry = {"time": round(time.time(), 3), "method": self.command, "path": self.path.split("?")[0],
+                           "status": status, "login": sent, "peer_uid": peer_uid,
+                           "via": self.headers.get("Via"), "forwarded_for": self.headers.get("X-Forwarded-For")}
+            if status == 403:
+                self._answer(403, b"direct access refused: only the proxy may connect\n")
+            elif status == 401:
+                self._answer(401, b"channel credentials required\n")
+            return status == 200
+
+        def send_response(self, code, message=None) -> None:
+            if getattr(self, "_entry", None) is not None:
+                self._entry["status"] = int(code)
+            super().send_response(code, message)
+
+        def _logged(self) -> None:
+            entry, self._entry = getattr(self, "_entry", None), None
+            if entry is not None:
+                with lock, open(log_path, "a") as handle:
+                    handle.write(json.dumps(entry, sort_keys=True) + "\n")
+
+        def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
+            try:
+                if self._allowed():
+                    super().do_GET()
+            finally:
+                self._logged()
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            try:
+                if self._allowed():
+                    super().do_HEAD()
+            finally:
+                self._logged()
+
+        def log_message(self, fmt, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print("channel on 127.0.0.1:%d, root %s, log %s" % (port, root, log_path), flush=True)
+    server.serve_forever(poll_interval=0.2)
+
+
+def _real_conda(lab: _Lab) -> None:
+    """The real conda venv (tests/support/realconda.py) for the hosts that can run it, or why there is none."""
+    lab.state["real_conda"] = {"conda": "", "prefix": "", "hosts": [], "python": "", "skip": ""}
+    if realconda.installer() is None:
+        lab.state["real_conda"]["skip"] = (
+            "real conda steps skipped: %s is absent (a checkout without ../shared/real-conda)" % realconda.INSTALLER)
+        return
+    try:
+        conda = realconda.install()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LabError("could not build the real conda with %s: %s" % (realconda.INSTALLER, exc)) from exc
+    prefix = os.path.dirname(os.path.dirname(conda))
+    with open(os.path.join(prefix, "pyvenv.cfg")) as handle:
+        cfg = {k.strip(): v.strip() for k, v in (line.split("=", 1) for line in handle.read().splitlines() if "=" in line)}
+    version = ".".join(cfg.get("version", cfg.get("version_info", "")).split(".")[:2])
+    if not version:
+        raise LabError("no Python version in %s/pyvenv.cfg" % prefix)
+    lab.state["real_conda"].update(conda=conda, prefix=prefix, python=version)
+
+
+def _runs_real_conda(lab: _Lab, root: str | None) -> bool:
+    """Whether a host (``root``: its chroot, None for h1 on the machine's filesystem) can run the venv:
+    it is built on the machine's /usr/bin/python3, so a host needs that same python3.X there."""
+    info = lab.state.get("real_conda") or {}
+    if not info.get("conda"):
+        return False
+    return root is None or os.path.exists(os.path.join(root, "usr", "bin", "python" + info["python"]))
+
+
+def _proxy_and_channel(lab: _Lab, username: str, password: str, channel_login: str, channel_password: str) -> None:
     channel_root = os.path.join(lab.run_dir, "channel")
-    write_channel(channel_root, CHANNEL_NAME)
-    channel = lab.spawn("channel", lab.ctl, [sys.executable, "-m", "http.server", str(CHANNEL_PORT), "--bind",
-                                             "127.0.0.1", "--directory", channel_root])
+    realconda.write_package_channel(channel_root, CHANNEL_NAME)
+    os.chmod(channel_root, 0o755)
+    auth_file = os.path.join(lab.run_dir, "channel-auth.json")
+    with open(os.open(auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        json.dump({"login": channel_login, "password": channel_password}, handle)
+    channel_log = os.path.join(lab.run_dir, "channel-access.jsonl")
+    import pwd
+
+    squid_uid = pwd.getpwnam(_squid_user()).pw_uid
+    channel = lab.spawn("channel", lab.ctl, [sys.executable, os.path.abspath(__file__), "serve-channel",
+                                             "--root", channel_root, "--port", str(CHANNEL_PORT),
+                                             "--auth", auth_file, "--log", channel_log, "--only-uid", str(squid_uid)])
+    lab.state["channel_log"] = channel_log
     squid_dir = os.path.join(lab.run_dir, "squid")
     os.makedirs(squid_dir, mode=0o755)
     with open(os.path.join(squid_dir, "passwd"), "w") as handle:
@@ -407,14 +546,16 @@ def _proxy_and_channel(lab: _Lab, username: str, password: str) -> None:
     conf = os.path.join(squid_dir, "squid.conf")
     with open(conf, "w") as handle:
         handle.write(
-            "http_port %(ip)s:%(port)d\npid_filename %(d)s/squid.pid\naccess_log stdio:%(d)s/access.log\n"
+            "http_port %(ip)s:%(port)d\npid_filename %(d)s/squid.pid\n"
+            "logformat condafleet %(logformat)s\naccess_log stdio:%(d)s/access.log condafleet\n"
             "cache_log %(d)s/cache.log\ncache deny all\ncache_mem 8 MB\ncoredump_dir %(d)s\n"
             "hosts_file %(d)s/hosts\nvisible_hostname condafleet-lab-proxy\npinger_enable off\n"
             "auth_param basic program /usr/lib/squid/basic_ncsa_auth %(d)s/passwd\n"
             "auth_param basic realm condafleet-lab\nauth_param basic children 2 startup=1\n"
             "acl authed proxy_auth REQUIRED\nhttp_access allow authed\nhttp_access deny all\n"
             "shutdown_lifetime 0 seconds\ncache_effective_user %(user)s\n"
-            % {"ip": lab.net + ".1", "port": PROXY_PORT, "d": squid_dir, "user": _squid_user()}
+            % {"ip": lab.net + ".1", "port": PROXY_PORT, "d": squid_dir, "user": _squid_user(),
+               "logformat": SQUID_LOGFORMAT}
         )
     for name in os.listdir(squid_dir):
         shutil.chown(os.path.join(squid_dir, name), _squid_user())
@@ -447,8 +588,15 @@ def _hosts(lab: _Lab, roots: dict[str, str], pubkey: str) -> None:
                                     "%s: proc, sysfs, rbind /dev, tmpfs /run under %s/root" % (ns, host_run)]
         for sub in dirs:
             os.makedirs(os.path.join(host_run, sub), mode=0o755)
+        real_conda = _runs_real_conda(lab, roots[suite] if suite else None)
+        if real_conda:
+            lab.state["real_conda"]["hosts"].append(name)
+            if suite:
+                lab.state["mounts"].append("%s: %s bound read-only under %s/root" % (
+                    ns, lab.state["real_conda"]["prefix"], host_run))
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "RUN": host_run, "STAGE": stage, "NAME": name,
-               "USERS": " ".join(USERS), "SSHD_CONFIG": SSHD_CONFIG, "LOWER": roots.get(suite or "", "")}
+               "USERS": " ".join(USERS), "UID_BASE": str(UID_BASE), "SSHD_CONFIG": SSHD_CONFIG, "LOWER": roots.get(suite or "", ""),
+               "REALCONDA": lab.state["real_conda"]["prefix"] if real_conda and suite else ""}
         script = "set -eu\n" + mounts + _ACCOUNTS_AND_SSHD
         proc = lab.spawn(name, ns, ["unshare", "--mount", "--uts", "--propagation", "slave", "bash", "-c", script],
                          env=env)
@@ -460,8 +608,12 @@ def _hosts(lab: _Lab, roots: dict[str, str], pubkey: str) -> None:
 
 
 def up(state_dir: str, prefix: str | None = None, cache_dir: str = CACHE_DIR, run_base: str = RUN_BASE,
-       username: str | None = None, password: str | None = None) -> dict:
-    """Start the lab; returns its state (also in ``state_dir/state.json``). Tears down what it started on failure."""
+       username: str | None = None, password: str | None = None,
+       channel_login: str | None = None, channel_password: str | None = None) -> dict:
+    """Start the lab; returns its state (also in ``state_dir/state.json``). Tears down what it started on failure.
+
+    ``username``/``password``: squid's proxy account; ``channel_login``/``channel_password``: the channel's Basic
+    credentials (what each account's ``.netrc`` must hold). Each is generated when not given."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network and mount namespaces)")
     missing = missing_programs()
@@ -492,10 +644,14 @@ def up(state_dir: str, prefix: str | None = None, cache_dir: str = CACHE_DIR, ru
         username = username or "fleet-" + secrets.token_hex(3)
         # Characters that must be percent-encoded in a proxy URL, so the lab exercises the encoding.
         password = password or "%s@%s:%%/#%s" % (secrets.token_hex(3), secrets.token_hex(2), secrets.token_hex(2))
+        channel_login = channel_login or "reader-" + secrets.token_hex(3)
+        channel_password = channel_password or "%s #%s" % (secrets.token_hex(3), secrets.token_hex(2))
+        _real_conda(lab)
         _network(lab)
-        _proxy_and_channel(lab, username, password)
+        _proxy_and_channel(lab, username, password, channel_login, channel_password)
         _hosts(lab, roots, pubkey)
         lab.state.update(status="up", key=key, credentials={"username": username, "password": password},
+                         channel_credentials={"login": channel_login, "password": channel_password},
                          seconds={"bootstrap": round(bootstrapped - started, 2),
                                   "total": round(time.monotonic() - started, 2)})
         _write_inventory(lab, username, password)
@@ -509,6 +665,8 @@ def up(state_dir: str, prefix: str | None = None, cache_dir: str = CACHE_DIR, ru
 
 def lab_vars(state: dict) -> dict:
     """The variables plays need about the lab (also written as ``lab_vars.yml`` and as inventory group vars)."""
+    import pwd
+
     creds = state["credentials"]
     net = state["subnet"].rsplit(".", 1)[0]
     proxy = "http://%s.1:%d" % (net, PROXY_PORT)
@@ -525,6 +683,19 @@ def lab_vars(state: dict) -> dict:
         "lab_channel_repodata_url": "http://%s:%d/%s/noarch/repodata.json" % (CHANNEL_HOST, CHANNEL_PORT, CHANNEL_NAME),
         "lab_users": list(USERS),
         "lab_controller_namespace": state["prefix"] + "-ctl",
+        # The channel's own Basic credentials (what .netrc must give it) and its log: one JSON line a request.
+        "lab_channel_login": state["channel_credentials"]["login"],
+        "lab_channel_password": state["channel_credentials"]["password"],
+        "lab_channel_log": state["channel_log"],
+        "lab_channel_package": realconda.PACKAGE,
+        "lab_channel_package_file": realconda.PACKAGE_FILE,
+        # squid opens every connection to the channel as this uid; the channel refuses any other.
+        "lab_squid_uid": pwd.getpwnam(_squid_user()).pw_uid,
+        # The real conda (empty when ../shared/real-conda is absent: lab_real_conda_skip says so) and the hosts
+        # whose Python can run it.
+        "lab_real_conda": state["real_conda"]["conda"],
+        "lab_real_conda_hosts": list(state["real_conda"]["hosts"]),
+        "lab_real_conda_skip": state["real_conda"]["skip"],
     }
 
 
@@ -642,6 +813,14 @@ def down(state_dir: str | None = None, prefix: str | None = None, run_base: str 
         for name in ("access.log", "cache.log"):
             with contextlib.suppress(OSError):
                 shutil.copy(os.path.join(state["squid_dir"], name), os.path.join(logs, "squid-" + name))
+        with contextlib.suppress(OSError, KeyError):
+            shutil.copy(state["channel_log"], os.path.join(logs, "channel-access.jsonl"))
+    if state_dir and state:  # each process's output (sshd, squid, channel): why a host did not come up
+        logs = os.path.join(state_dir, "logs")
+        os.makedirs(logs, exist_ok=True)
+        for record in recorded:
+            with contextlib.suppress(OSError, KeyError):
+                shutil.copy(record["log"], os.path.join(logs, os.path.basename(record["log"])))
     safe_rmtree(run_dir)
     if state_dir:
         for name in ("inventory.yml", "lab_vars.yml"):
@@ -709,14 +888,28 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--run-base", default=RUN_BASE, help="where per-run overlay upper dirs live")
         if name == "up":
             cmd.add_argument("--cache", default=CACHE_DIR, help="debootstrap cache")
+            cmd.add_argument("--channel-auth", help='JSON file {"login": ..., "password": ...}: the channel credentials')
     boot = sub.add_parser("bootstrap")
     boot.add_argument("--cache", default=CACHE_DIR)
+    serve = sub.add_parser("serve-channel", help="(internal) the lab's channel; see serve_channel()")
+    for option in ("--root", "--auth", "--log"):
+        serve.add_argument(option, required=True)
+    serve.add_argument("--port", type=int, default=CHANNEL_PORT)
+    serve.add_argument("--only-uid", type=int, required=True)
     args = parser.parse_args(argv)
+    if args.command == "serve-channel":
+        serve_channel(args.root, args.port, args.auth, args.log, args.only_uid)
+        return 0
     if args.command == "bootstrap":
         print(json.dumps(bootstrap_all([s for _n, s in HOSTS if s], cache_dir=args.cache), indent=2))
         return 0
     if args.command == "up":
-        state = up(args.state, args.prefix, args.cache, args.run_base)
+        auth = {}
+        if args.channel_auth:
+            with open(args.channel_auth) as handle:
+                auth = json.load(handle)
+        state = up(args.state, args.prefix, args.cache, args.run_base,
+                   channel_login=auth.get("login"), channel_password=auth.get("password"))
         print(json.dumps({"inventory": state["inventory"], "prefix": state["prefix"], "seconds": state["seconds"]}))
         return 0
     if args.command == "down":
