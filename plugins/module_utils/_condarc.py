@@ -1322,3 +1322,215 @@ def _check_edit_with_pyyaml(old: t.Any, after: str, spec: CondarcSpec) -> None:
             problems.append("the owned keys would remain")
     if problems:
         raise ParseError(1, "refusing an edit that cannot be made safely (%s); the file is left as it was" % "; ".join(problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Any top-level key: the same byte-preserving edit for a scalar, list or mapping value (condarc_policy)
+#
+# The proxy functions above stay as they are (their output is pinned byte for byte by their tests); these
+# generalise them to a set of owned keys whose values are scalars, lists of scalars or maps of scalars.
+
+
+def _read_block_seq(lines: list) -> t.Any:
+    """``- item`` lines of scalars, one indentation; ``_UNKNOWN`` for anything else."""
+    result = []
+    indent = None
+    for raw in lines:
+        if raw.strip(" \t") == "" or raw.lstrip(" ").startswith("#"):
+            continue
+        this = len(raw) - len(raw.lstrip(" "))
+        if indent is None:
+            indent = this
+        body = raw[this:]
+        if this != indent or not (body.startswith("- ") or body == "-"):
+            return _UNKNOWN
+        text = body[1:].strip(" \t")
+        if text == "" or text.startswith("#"):
+            return _UNKNOWN  # a null or nested item: not one this module writes
+        value, tail = _read_scalar(text, "")
+        if value is _UNKNOWN or value is None or (tail.strip(" \t") and not tail.strip(" \t").startswith("#")):
+            return _UNKNOWN
+        result.append(value)
+    return result
+
+
+def _read_flow_seq(text: str) -> t.Any:
+    text = text.strip(" \t")
+    if not (text.startswith("[") and text.endswith("]")):
+        return _UNKNOWN
+    body = text[1:-1].strip(" \t")
+    result = []
+    while body:
+        value, rest = _read_scalar(body, ",{}[]")
+        rest = rest.lstrip(" \t")
+        if value is _UNKNOWN or value is None:
+            return _UNKNOWN
+        result.append(value)
+        if rest.startswith(","):
+            rest = rest[1:].lstrip(" \t")
+        elif rest:
+            return _UNKNOWN
+        body = rest
+    return result
+
+
+def _key_value(doc: _Document, entry: _Entry) -> t.Any:
+    """The value of any key when the scanner can read it simply (scalar, list or map of scalars), else
+    PyYAML's reading when it is importable, else ``_UNKNOWN`` (the key is then rewritten)."""
+    following = [raw for raw, _eol in doc.lines[entry.start + 1:entry.end]]
+    value = _UNKNOWN
+    if entry.inline == "":
+        if following:
+            first = next((raw.lstrip(" ") for raw in following
+                          if raw.strip(" \t") and not raw.lstrip(" ").startswith("#")), "")
+            value = _read_block_seq(following) if first.startswith("-") else _read_block_map(following)
+    elif not following:
+        if entry.inline.startswith("{"):
+            value = _read_flow_map(entry.inline)
+        elif entry.inline.startswith("["):
+            value = _read_flow_seq(entry.inline)
+        else:
+            value, rest = _read_scalar(entry.inline, "")
+            if rest.strip(" \t"):
+                value = _UNKNOWN
+    if value is _UNKNOWN and HAS_PYYAML:
+        return _pyyaml_value(doc, entry.key) if entry.key else _UNKNOWN
+    return value
+
+
+def _key_final_effective(doc: _Document, entry: _Entry) -> bool:
+    """Whether conda sees ``#!final`` on ``entry``: on the key line of a block list or map always; after a
+    scalar or flow value only when no comment line follows (ruamel.yaml glues those onto the marker)."""
+    if entry.comment is None or entry.comment.strip() != FINAL_MARKER:
+        return False
+    if entry.inline == "":
+        return True
+    return not _comment_follows(doc, entry.end)
+
+
+def _same_key_value(value: t.Any, wanted: t.Any) -> bool:
+    if value is _UNKNOWN:
+        return False
+    if isinstance(wanted, dict):
+        return isinstance(value, dict) and dict(value) == dict(wanted)
+    if isinstance(wanted, list):
+        return isinstance(value, list) and [type(v) for v in value] == [type(w) for w in wanted] and value == wanted
+    return type(value) is type(wanted) and value == wanted
+
+
+def render_key(key: str, value: t.Any, final: bool, indent: str = INDENT) -> list:
+    """The lines of one top-level key: a block sequence for a list, a block map for a map, else a scalar
+    (``[]`` and ``{}`` for empty ones). ``final`` puts ``#!final`` on the key line."""
+    marker = "  " + FINAL_MARKER if final else ""
+    head = _render_key(key) + ":"
+    if isinstance(value, dict) and value:
+        return [head + marker] + ["%s%s: %s" % (indent, _render_key(k), render_scalar(v)) for k, v in value.items()]
+    if isinstance(value, (list, tuple)) and value:
+        return [head + marker] + ["%s- %s" % (indent, render_scalar(item)) for item in value]
+    if isinstance(value, dict):
+        return [head + " {}" + marker]
+    if isinstance(value, (list, tuple)):
+        return [head + " []" + marker]
+    return [head + " " + render_scalar(value) + marker]
+
+
+def read_keys(data: bytes | None, keys: t.Iterable[str]) -> dict:
+    """``{key: (value, final)}`` for each of ``keys`` the file has (``value`` ``None`` when unreadable).
+    Raises :class:`ParseError` like conda's warning-and-skip."""
+    doc = parse_condarc(data)
+    found = {}
+    for key in keys:
+        entry = doc.entry(key)
+        if entry is None:
+            continue
+        value = _key_value(doc, entry)
+        found[key] = (None if value is _UNKNOWN else value, _key_final_effective(doc, entry))
+    return found
+
+
+def render_keys(before: bytes | None, wanted: t.Mapping[str, t.Any], remove: t.Iterable[str] = (),
+                final: t.Iterable[str] = ()) -> bytes | None:
+    """The new bytes of the file: each key of ``wanted`` set to its value (in place when it exists, else
+    appended in ``wanted``'s order), each key of ``remove`` removed, ``#!final`` on the keys in ``final`` and
+    on no other key of ``wanted``. Every other byte stays. ``None``: no file.
+
+    Raises :class:`ParseError` (with the line) for an existing file that cannot be edited safely.
+    """
+    final = set(final)
+    remove = [key for key in remove if key not in wanted]
+    bom, text = _decode(before or b"")
+    doc = _scan_document(text)
+    before_node = _validate_with_pyyaml(text) if HAS_PYYAML else None
+    lines = list(doc.lines)
+    eol = _detect_eol(lines)
+    edits = []  # (start, end, new lines or None to remove)
+    appended = []
+    for key in remove:
+        entry = doc.entry(key)
+        if entry is not None:
+            edits.append((entry.start, _owned_end(doc, entry), None))
+    for key, value in wanted.items():
+        entry = doc.entry(key)
+        is_final = key in final
+        new = render_key(key, value, is_final, _block_indent(doc, entry))
+        if entry is None:
+            appended.extend(new)
+            continue
+        same = _same_key_value(_key_value(doc, entry), value)
+        if same and (_key_final_effective(doc, entry) if is_final else not _has_marker(entry)):
+            continue
+        end = _owned_end(doc, entry)
+        if is_final and len(new) == 1 and _comment_follows(doc, end):
+            # in place, the comments below would hide the marker from conda: move the key to the end
+            edits.append((entry.start, end, None))
+            appended.extend(new)
+        else:
+            edits.append((entry.start, end, new))
+
+    if not edits and not appended:
+        return before
+    operations = [(start, 1, end, new) for start, end, new in edits]
+    if appended:
+        operations.append((doc.append_point({edit[0] for edit in edits}), 0, None, appended))
+    for start, kind, end, new in sorted(operations, key=lambda op: (op[0], op[1]), reverse=True):
+        if kind == 0:
+            _insert(lines, start, new, eol)
+        elif new is None:
+            _remove(doc, lines, start, end)
+        else:
+            _replace(lines, start, end, new, eol)
+    out_text = "".join(text_ + eol_ for text_, eol_ in lines)
+    if out_text == "" and not bom:
+        return None
+    if HAS_PYYAML:
+        _check_keys_with_pyyaml(before_node, out_text, wanted, remove)
+    return (BOM if bom else b"") + out_text.encode("utf-8")
+
+
+def _check_keys_with_pyyaml(old: t.Any, after: str, wanted: t.Mapping[str, t.Any], remove: list) -> None:
+    """Refuse an edit that would change anything but the owned keys, or not read back as asked."""
+    managed = set(wanted) | set(remove)
+
+    def others(node):
+        pairs = node.value if node is not None else []
+        memo = {}
+        return [(_node_shape(k, 0, memo), _node_shape(v, 0, memo)) for k, v in pairs
+                if getattr(k, "value", None) not in managed]
+
+    new = _compose(after, "after the edit")
+    loaded = {}
+    for key, value in (new.value if new is not None else []):
+        if getattr(key, "value", None) in managed:
+            loaded[key.value] = _construct(value)
+    problems = []
+    if others(old) != others(new):
+        problems.append("other keys would change")
+    for key, value in wanted.items():
+        got = loaded.get(key, _UNKNOWN)
+        if not _same_key_value(dict(got) if isinstance(got, dict) else got, value):
+            problems.append("%s would not read back as requested" % key)
+    if any(key in loaded for key in remove):
+        problems.append("a removed key would remain")
+    if problems:
+        raise ParseError(1, "refusing an edit that cannot be made safely (%s); the file is left as it was"
+                         % "; ".join(problems))

@@ -232,6 +232,47 @@ def plan_condarc(module: AnsibleModule, params: dict, pending: t.Collection[str]
 
 
 # --------------------------------------------------------------------------------------------
+# .condarc channel and package policy (condarc_policy)
+
+
+class PolicyPlan(Plan):
+    def finish(self, outcomes):
+        return dict(self.result, **outcomes[0])
+
+
+def plan_policy(module: AnsibleModule, params: dict) -> PolicyPlan:
+    """condarc_policy: the channel and package policy keys of one ``.condarc``, edited like plan_condarc's."""
+    from ansible_collections.condafleet.proxy.plugins.module_utils import _policy
+
+    try:
+        spec = _policy.spec_from_params(params)
+    except ValueError as exc:
+        raise MethodFailed(str(exc))
+    path = None
+    try:
+        account = resolve_account(params["user"])
+        root = params["root"]
+        path = _paths.under_root(root, _condarc.condarc_path(spec, account.home))
+        if spec.scope == "prefix" and not os.path.isdir(spec.prefix):
+            raise FileRefused("prefix %s does not exist (scope=prefix edits an existing conda environment)"
+                              % spec.prefix)
+        parent = os.path.dirname(path)
+        if spec.scope != "system" and root == "/" and not os.path.isdir(parent):
+            raise FileRefused("cannot write %s: directory %s does not exist" % (path, parent))
+        edit = plan_edit(
+            path, account, params, lambda before: _policy.render_policy(before, spec),
+            make_parents=(spec.scope == "system" or root != "/") and spec.state == "present" and not spec.path,
+            prune_until=_condarc_prune_stop(spec, account.home, root),
+            **condarc_mode(spec),
+        )
+    except _condarc.ParseError as exc:
+        raise MethodFailed("%s: line %d: %s; nothing was changed" % (path, exc.line, exc.reason), {"path": path})
+    except (ValueError, FileRefused) as exc:
+        raise MethodFailed(str(exc), {"path": path})
+    return PolicyPlan(module, params, [edit], dict(_policy.policy_result(spec), path=path), lambda text: text)
+
+
+# --------------------------------------------------------------------------------------------
 # Environment files
 
 _BIN_DIRS = ("/bin", "/usr/bin", "/usr/local/bin", "/opt/homebrew/bin")
