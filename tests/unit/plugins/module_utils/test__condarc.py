@@ -9,16 +9,16 @@ round-trip loader, which conda uses), never only compared as strings.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from timing import finishes_within  # tests/support
 import yaml
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
@@ -636,31 +636,6 @@ def test_property_owned_keys_anywhere_only_they_change(monkeypatch, before, use_
 
 # --------------------------------------------------------------------------------------------
 # Bounded input: YAML aliases, and what conda's ruamel.yaml refuses although libyaml accepts it
-
-
-class _TookTooLong(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def finishes_within(seconds: float):
-    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
-
-    def _expired(_signum, _frame):
-        raise _TookTooLong("took longer than %ss" % seconds)
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    expired = False
-    try:
-        yield
-    except _TookTooLong:
-        expired = True  # raised anywhere, even inside a C call: report it from here, without that traceback
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    if expired:
-        raise AssertionError("took longer than %ss" % seconds)
 
 
 def alias_bomb(levels: int = 8, width: int = 15, owned: bool = False) -> bytes:

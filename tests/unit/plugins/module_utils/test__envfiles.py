@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import plistlib
@@ -14,6 +13,8 @@ import subprocess
 import time
 
 import pytest
+
+from timing import finishes_within  # tests/support
 from hypothesis import given, settings, strategies as st
 
 from ansible_collections.condafleet.proxy.plugins.module_utils import _envfiles
@@ -258,31 +259,6 @@ def test_mask_text_hides_every_quoted_form():
 
 
 # --- bounds and secrets in URL options -------------------------------------------------------------
-
-
-class _TookTooLong(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def finishes_within(seconds: float):
-    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
-
-    def _expired(_signum, _frame):
-        raise _TookTooLong("took longer than %ss" % seconds)
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    expired = False
-    try:
-        yield
-    except _TookTooLong:
-        expired = True  # raised anywhere, even inside a C call: report it from here, without that traceback
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    if expired:
-        raise AssertionError("took longer than %ss" % seconds)
 
 
 def exits_within(seconds: float, work) -> int | None:

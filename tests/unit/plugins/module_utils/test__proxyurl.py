@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import time
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
+
+from timing import finishes_within  # tests/support
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,34 +24,6 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import 
     secrets_in,
     validate_proxy_url,
 )
-
-
-class _TookTooLong(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def finishes_within(seconds: float):
-    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``.
-
-    SIGALRM also interrupts a long ``re`` match: the regex engine checks for signals.
-    """
-
-    def _expired(_signum, _frame):
-        raise _TookTooLong("took longer than %ss" % seconds)
-
-    previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    expired = False
-    try:
-        yield
-    except _TookTooLong:
-        expired = True  # raised anywhere, even inside a C call: report it from here, without that traceback
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    if expired:
-        raise AssertionError("took longer than %ss" % seconds)
 
 
 MB = 1024 * 1024
