@@ -10,10 +10,10 @@ import time
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
-
-from timing import finishes_within  # tests/support
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from timing import finishes_within  # tests/support
 
 from ansible_collections.condafleet.proxy.plugins.module_utils import _proxyurl
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import (
