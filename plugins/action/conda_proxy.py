@@ -125,11 +125,12 @@ class ActionModule(NormalAction):
             else:
                 path = host.join(host.home(user or None), ".conda", _combined.CA_NAME)
             if present:
-                if host.windows:
-                    made = self._execute_module(module_name=host.file, task_vars=task_vars,
-                                                module_args={"path": path.rsplit("\\", 1)[0], "state": "directory"})
-                    if made.get("failed"):
-                        return dict(result, failed=True, msg="corporate CA: %s" % made.get("msg"))
+                directory = {"path": path.rsplit(host.sep, 1)[0], "state": "directory"}
+                if not host.windows:
+                    directory["mode"] = "0755"
+                made = self._execute_module(module_name=host.file, module_args=directory, task_vars=task_vars)
+                if made.get("failed"):
+                    return dict(result, failed=True, msg="corporate CA: %s" % made.get("msg"))
                 outcome = self._copy_content(host, path, pem, task_vars)
             else:
                 outcome = self._execute_module(module_name=host.file, module_args={"path": path, "state": "absent"},

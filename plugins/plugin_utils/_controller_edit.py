@@ -204,8 +204,13 @@ class ControllerFileEdit(NormalAction):
         script = ('exec timeout 20 setpriv --reuid="$1" --regid="$(id -g -- "$1")" --init-groups -- '
                   'sh -c \'test -e "$1" || exit 3; test -f "$1" || { echo "not a regular file" >&2; exit 4; }; '
                   'exec base64 -- "$1"\' sh "$2"')
-        res = self._execute_module(module_name="ansible.legacy.command",
-                                   module_args={"argv": ["sh", "-c", script, "sh", user, path]}, task_vars=task_vars)
+        # command skips itself in check mode; this read changes nothing, and check mode needs what is there
+        check_mode, self._task.check_mode = self._task.check_mode, False
+        try:
+            res = self._execute_module(module_name="ansible.legacy.command",
+                                       module_args={"argv": ["sh", "-c", script, "sh", user, path]}, task_vars=task_vars)
+        finally:
+            self._task.check_mode = check_mode
         if res.get("rc") == 3:
             return None
         if res.get("rc") != 0:
