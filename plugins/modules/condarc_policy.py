@@ -130,13 +130,16 @@ options:
     choices: [strict, flexible, disabled]
   safety_checks:
     description:
-      - What conda does when a package's files do not match the SHA256 and size in its C(info/paths.json). V(enabled)
-        refuses the package, V(warn) (conda's default) only warns, V(disabled) skips the check.
+      - What conda does when a package's files do not match what its C(info/paths.json) records. V(enabled)
+        refuses the package (C(SafetyError)), V(warn) (conda's default) only warns, V(disabled) skips the check.
+      - conda compares each file's size always, but its SHA256 only with O(extra_safety_checks=true). To refuse a
+        package whose file was altered without changing its size, set both.
     type: str
     choices: [disabled, warn, enabled]
   extra_safety_checks:
     description:
-      - conda's C(extra_safety_checks) (also checks files against the repodata record's checksums).
+      - conda's C(extra_safety_checks) - also compare the SHA256 of every file of a package with its
+        C(info/paths.json) when it is linked (slower on large packages).
     type: bool
   exclude_newer:
     description:
@@ -173,6 +176,7 @@ EXAMPLES = r"""
       - https://repo.example.com/conda-forge
     channel_priority: strict
     safety_checks: enabled
+    extra_safety_checks: true
     final: true
   become: true
 
