@@ -40,8 +40,9 @@ options:
   state:
     description:
       - V(present) writes every policy key the task gives.
-      - V(absent) removes exactly the policy keys the task names (their values are not looked at, so
-        V(channels=[]) names C(channels)). A file left empty is deleted.
+      - V(absent) removes exactly the policy keys the task names. Their values are not looked at beyond their type,
+        so V(channels=[]) or V(channel_priority=strict) name C(channels) and C(channel_priority) whatever the file
+        says. A file left empty is deleted.
     type: str
     choices: [present, absent]
     default: present
