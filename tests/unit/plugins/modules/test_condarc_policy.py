@@ -90,7 +90,9 @@ def test_check_apply_idempotent_absent_restores_the_original_bytes(tmp_path, pyy
                                                    "safety_checks", "exclude_newer"]
     assert run(path, **POLICY)["changed"] is False
     assert run(path, check=True, **POLICY)["changed"] is False
-    unlocked = run(path, **dict(POLICY, final=["safety_checks"]))
+    partly_locked = dict(POLICY)
+    partly_locked["final"] = ["safety_checks"]
+    unlocked = run(path, **partly_locked)
     assert unlocked["changed"] is True and unlocked["final"] == ["safety_checks"]
     assert b"channel_priority: strict\r\n" in path.read_bytes()
 
