@@ -1468,6 +1468,7 @@ def render_keys(before: bytes | None, wanted: t.Mapping[str, t.Any], remove: t.I
     for key in remove:
         entry = doc.entry(key)
         if entry is not None:
+            _refuse_anchor_in_use(doc, entry)
             edits.append((entry.start, _owned_end(doc, entry), None))
     for key, value in wanted.items():
         entry = doc.entry(key)
@@ -1479,6 +1480,7 @@ def render_keys(before: bytes | None, wanted: t.Mapping[str, t.Any], remove: t.I
         same = _same_key_value(_key_value(doc, entry), value)
         if same and (_key_final_effective(doc, entry) if is_final else not _has_marker(entry)):
             continue
+        _refuse_anchor_in_use(doc, entry)
         end = _owned_end(doc, entry)
         if is_final and len(new) == 1 and _comment_follows(doc, end):
             # in place, the comments below would hide the marker from conda: move the key to the end
@@ -1505,6 +1507,24 @@ def render_keys(before: bytes | None, wanted: t.Mapping[str, t.Any], remove: t.I
     if HAS_PYYAML:
         _check_keys_with_pyyaml(before_node, out_text, wanted, remove)
     return (BOM if bom else b"") + out_text.encode("utf-8")
+
+
+_ANCHOR = re.compile(r"(?:^|[\s\[{,])&[^\s,\[\]{}]")
+_ALIAS = re.compile(r"(?:^|[\s\[{,:])\*[^\s,\[\]{}]")
+
+
+def _refuse_anchor_in_use(doc: _Document, entry: _Entry) -> None:
+    """Refuse to replace or remove a key whose value defines a YAML anchor while the file has aliases: another
+    key may be ``*name`` of it and would break (PyYAML's check would catch it; the stdlib path must too).
+    Conservative: quoted text that looks like an anchor or alias counts."""
+    own = range(entry.start, entry.end)
+    if not any(_ANCHOR.search(doc.lines[index][0].split(" #", 1)[0]) for index in own):
+        return
+    for index, (raw, _eol) in enumerate(doc.lines):
+        if index not in own and not raw.lstrip(" ").startswith("#") and _ALIAS.search(raw.split(" #", 1)[0]):
+            raise ParseError(entry.start + 1, "%s defines a YAML anchor (&name) and line %d uses an alias (*name): "
+                             "replacing or removing %s would break that line; write the value out there instead of "
+                             "the alias" % (entry.key, index + 1, entry.key))
 
 
 def _check_keys_with_pyyaml(old: t.Any, after: str, wanted: t.Mapping[str, t.Any], remove: list) -> None:

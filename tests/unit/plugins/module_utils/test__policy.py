@@ -284,3 +284,21 @@ def test_absent_values_only_name_the_keys():
     absent = _policy.spec_from_params(dict(state="absent", safety_checks="nonsense", channels=[]))
     assert absent.remove == ["channels", "safety_checks"] and absent.values == {}
     assert _policy.policy_result(absent) == {"policy": {}, "keys": ["channels", "safety_checks"], "final": []}
+
+
+def test_a_key_whose_anchor_another_key_uses_is_refused_not_broken(pyyaml):
+    """Replacing ``channels: &ch`` would leave ``*ch`` undefined: refused with both lines, with PyYAML or without."""
+    data = b"channels: &ch\n  - a\nallowlist_channels: *ch\n"
+    with pytest.raises(ParseError) as caught:
+        render_policy(data, spec(channels=["b"]))
+    assert caught.value.line == 1 and "line 3 uses an alias" in str(caught.value)
+    with pytest.raises(ParseError):
+        render_policy(data, spec(state="absent", channels=[]))
+    # the key holding the alias may change: nothing else refers to it
+    assert render_policy(data, spec(allowlist_channels=["c"])) == b"channels: &ch\n  - a\nallowlist_channels:\n  - c\n"
+
+
+def test_variable_references_are_written_for_conda_to_expand(pyyaml):
+    after = render_policy(None, spec(channels=["${CORP_CHANNELS}/conda-forge"], channel_alias="${CORP_ALIAS}"))
+    assert after == b"channels:\n  - '${CORP_CHANNELS}/conda-forge'\nchannel_alias: '${CORP_ALIAS}'\n"
+    assert plain(ruamel_load(after)) == {"channels": ["${CORP_CHANNELS}/conda-forge"], "channel_alias": "${CORP_ALIAS}"}
