@@ -297,6 +297,9 @@ def windows_install_command(installer: str, prefix: str, all_users: bool) -> str
 
 
 def windows_prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be an NSIS ``/D=`` value (checked before anything is downloaded), or ``None``."""
+    if '"' in prefix or "\n" in prefix or "\r" in prefix:
+        return "the prefix must not contain a double quote or a line break (NSIS reads /D= to the end of the line)"
     if not re.match(r"^[A-Za-z]:\\", prefix):
         return "on Windows the prefix must be an absolute path with a drive letter (C:\\...), got %s" % prefix
     return None
