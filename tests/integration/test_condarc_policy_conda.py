@@ -15,6 +15,7 @@ never touched; then a throwaway account runs the real conda from a fresh login s
 * ``safety_checks: enabled`` + ``extra_safety_checks: true``: a package whose file has the size but not the SHA256
   its ``info/paths.json`` records is refused (``SafetyError``); conda compares the SHA256 only with
   ``extra_safety_checks`` (``conda/core/path_actions.py``), and with the default ``warn`` installs it anyway.
+* ``exclude_newer``: a cutoff before the package's timestamp hides it from ``conda create`` (``PackagesNotFound``).
 * The module is idempotent and ``state=absent`` gives the system file its original bytes back.
 """
 
@@ -211,3 +212,16 @@ def test_safety_checks_enabled_refuses_a_tampered_package(host, channels):
     create = host.conda(alice, "create -y -p %s --override-channels -c %s %s"
                         % (size_only_prefix, channels.allowed, TAMPERED))
     assert create.returncode == 0 and "sha256 mismatch" not in output(create), output(create)
+
+
+def test_exclude_newer_hides_packages_published_after_the_cutoff(host, channels):
+    """The package's timestamp is 2026-01-01: a cutoff the day before hides it from conda, the day after not."""
+    alice = host.add_account("cfpea" + os.urandom(2).hex())
+    dry_run = "create -y --dry-run -p %s --override-channels -c %s %s" % (
+        os.path.join(alice.home, "env"), channels.allowed, realconda.PACKAGE)
+    host.configure("condarc_policy", {"scope": "system", "exclude_newer": "2025-12-30", "final": True})
+    hidden = host.conda(alice, dry_run)
+    assert hidden.returncode != 0 and "PackagesNotFound" in output(hidden), output(hidden)
+    host.configure("condarc_policy", {"scope": "system", "exclude_newer": "2026-01-02", "final": True})
+    shown = host.conda(alice, dry_run)
+    assert shown.returncode == 0, output(shown)
