@@ -271,4 +271,3 @@ class ActionModule(NormalAction):
             os.rmdir(local_dir)
         if res.get("failed"):
             raise Refused("cannot write %s: %s" % (path, res.get("msg")))
-

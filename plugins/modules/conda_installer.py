@@ -79,7 +79,7 @@ options:
         V(~/.cache/condafleet-installers) of the account with O(user).
       - Running as root without O(user), a cache directory that another account controls is refused (that account
         could swap the file root runs).
-    type: path
+    type: str
   proxy:
     description:
       - The proxy to download through, for example V(http://user:password@proxy.corp.example:3128) (Basic proxy
@@ -93,7 +93,7 @@ options:
       - A CA bundle file to verify the download server (or a TLS-intercepting proxy) with, such as the corporate CA.
       - When omitted, C(REQUESTS_CA_BUNDLE)/C(CURL_CA_BUNDLE), then the C(ssl_verify) of the C(.condarc) files, then
         the system's trusted CAs.
-    type: path
+    type: str
   validate_certs:
     description:
       - Set V(false) to download over HTTPS without verifying the certificate. The SHA256 check still applies.
@@ -243,6 +243,21 @@ downloaded:
   returned: when O(state=present)
   type: bool
   sample: false
+would_download:
+  description: In check mode, whether the installer would be downloaded (it is not in the cache).
+  returned: in check mode, when the prefix would be installed or replaced
+  type: bool
+  sample: true
+downloaded_bytes:
+  description: The size of the downloaded installer.
+  returned: when the installer was downloaded
+  type: int
+  sample: 146836238
+conda_version_output:
+  description: What C(PREFIX/bin/conda --version) printed after the install (run as the account with O(user)).
+  returned: when the installer ran
+  type: str
+  sample: conda 24.11.1
 resumed:
   description: Whether the download continued a partial file with an HTTP Range request.
   returned: when the installer was downloaded
@@ -271,11 +286,13 @@ import fcntl
 import os
 import pwd
 import shutil
+import json
 import signal
 import socket
 import ssl
-import subprocess
+import sys
 import tempfile
+import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -477,30 +494,54 @@ def as_owner(path: str) -> Account | None:
     return account
 
 
-def run_as(account: Account | None, argv: list, env: dict, timeout: int, cwd: str = "/") -> tuple:
-    """``(rc, output)`` of ``argv`` run as ``account`` (``None``: as the module runs), killed after ``timeout``."""
+# Started by run_command with the request on stdin: a session of its own (so a timeout stops the installer's
+# children too), the account's identity, a clean environment, then the program. Nothing secret is on a command line.
+_LAUNCHER = """
+import json, os, sys
+spec = json.loads(sys.stdin.read())
+null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(null, 0)
+os.setsid()
+if spec["uid"] is not None:
+    os.setgroups(spec["groups"])
+    os.setgid(spec["gid"])
+    os.setuid(spec["uid"])
+os.chdir(spec["cwd"])
+os.execve(spec["argv"][0], spec["argv"], spec["env"])
+"""
 
-    def drop():
-        if account is not None and os.geteuid() == 0 and account.uid != 0:
-            os.setgroups(account.groups[:16])
-            os.setgid(account.gid)
-            os.setuid(account.uid)
 
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, preexec_fn=drop, start_new_session=True)
-    except OSError as exc:
-        return 127, to_native(exc)
-    try:
-        output, _unused = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            proc.kill()
-        output, _unused = proc.communicate()
-        return -9, to_native(output, errors="replace") + "\n(stopped after %d seconds)" % timeout
-    return proc.returncode, to_native(output, errors="replace")
+def run_as(module: AnsibleModule, account: Account | None, argv: list, env: dict, timeout: int,
+           cwd: str = "/") -> tuple:
+    """``(rc, output)`` of ``argv`` run as ``account`` (``None``: as the module runs); its whole session is killed
+    after ``timeout`` seconds."""
+    drop = account is not None and os.geteuid() == 0 and account.uid != 0
+    spec = {"argv": argv, "env": env, "cwd": cwd, "uid": account.uid if drop else None,
+            "gid": account.gid if drop else None, "groups": account.groups[:16] if drop else []}
+    timers = []
+
+    def arm(proc) -> None:
+        def stop() -> None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+        timer = threading.Timer(timeout, stop)
+        timer.daemon = True
+        timer.start()
+        timers.append((timer, time.monotonic()))
+
+    started = time.monotonic()
+    rc, out, err = module.run_command([sys.executable, "-c", _LAUNCHER], data=json.dumps(spec), binary_data=True,
+                                      expand_user_and_vars=False, before_communicate_callback=arm,
+                                      errors="surrogate_or_replace", handle_exceptions=False)
+    for timer, _at in timers:
+        timer.cancel()
+    output = to_native(out, errors="replace") + to_native(err, errors="replace")
+    if rc == -signal.SIGKILL and time.monotonic() - started >= timeout:
+        return -9, output + "\n(stopped after %d seconds)" % timeout
+    return rc, output
 
 
 def account_env(account: Account | None) -> dict:
@@ -511,13 +552,13 @@ def account_env(account: Account | None) -> dict:
     return env
 
 
-def installed_version(prefix: str, runner: Account | None, env: dict) -> tuple:
+def installed_version(module: AnsibleModule, prefix: str, runner: Account | None, env: dict) -> tuple:
     """``(version, conda_runs)``: conda-meta's record first (no program run); else ``bin/conda --version``."""
     version = _installer.read_installed_version(prefix)
     conda = os.path.join(prefix, "bin", "conda")
     if version is not None or not os.path.isfile(conda):
         return version, None
-    rc, output = run_as(runner, [conda, "--version"], env, 60)
+    rc, output = run_as(module, runner, [conda, "--version"], env, 60)
     return (_installer.parse_conda_version(output) if rc == 0 else None), rc == 0
 
 
@@ -665,7 +706,7 @@ class Run:
         try:
             installer = self.verified_installer()
             argv = ["/bin/bash", installer, "-b", "-p", self.prefix]
-            rc, output = run_as(self.identity, argv, self.env, self.params["timeout"],
+            rc, output = run_as(self.module, self.identity, argv, self.env, self.params["timeout"],
                                 cwd=self.account.home if self.account is not None and os.path.isdir(
                                     self.account.home) else "/")
             self.result["installer_output"] = tail(output)
@@ -673,7 +714,7 @@ class Run:
                 raise Failure("the installer %s failed (rc=%d); the prefix was removed: %s"
                               % (self.name, rc, " | ".join(tail(output)[-5:])))
             conda = os.path.join(self.prefix, "bin", "conda")
-            rc, output = run_as(self.identity, [conda, "--version"], self.env, 120)
+            rc, output = run_as(self.module, self.identity, [conda, "--version"], self.env, 120)
             if rc != 0:
                 raise Failure("the installer %s finished but %s --version fails (rc=%d): %s; the prefix was removed"
                               % (self.name, conda, rc, output.strip()[-500:]))
@@ -701,7 +742,7 @@ class Run:
         self.prepare_download()
         exists = os.path.lexists(self.prefix)
         runner = self.identity if self.identity is not None else (as_owner(self.prefix) if exists else None)
-        installed, _runs = installed_version(self.prefix, runner, self.env) if exists else (None, None)
+        installed, _runs = installed_version(self.module, self.prefix, runner, self.env) if exists else (None, None)
         managed = os.path.isfile(os.path.join(self.prefix, _installer.MARKER))
         action = _installer.plan("present", exists, installed, self.params["version"], self.params["replace"],
                                  managed)
@@ -783,13 +824,13 @@ def main() -> None:
             for warning in run.warnings:
                 module.warn(warning)
             result.update(run.result)
-        result.pop("changed", None)
-        module.fail_json(msg=to_native(exc), changed=False, **result)
+        result["changed"] = False
+        module.fail_json(msg=to_native(exc), **result)
     except OSError as exc:
         if run is not None:
             result.update(run.result)
-        result.pop("changed", None)
-        module.fail_json(msg="%s: %s" % (getattr(exc, "filename", None) or "", to_native(exc)), changed=False, **result)
+        result["changed"] = False
+        module.fail_json(msg="%s: %s" % (getattr(exc, "filename", None) or "", to_native(exc)), **result)
     result.update(run.result)
     for warning in run.warnings:
         module.warn(warning)
