@@ -390,6 +390,9 @@ class Downloader:
                     continue
                 raise Failure("cannot download %s: %s" % (url, describe(exc)))
             except (URLError, HTTPException, OSError) as exc:
+                if isinstance(getattr(exc, "reason", None), ssl.SSLError):  # no retry changes a certificate
+                    raise Failure("cannot download %s: %s (set ca_bundle to the CA that signs the server or the "
+                                  "TLS-intercepting proxy)" % (url, describe(exc)))
                 last_error = exc
                 continue
             with response:

@@ -272,3 +272,47 @@ def test_existing_prefix_without_conda_is_refused(tmp_path):
                                              "prefix": str(prefix), "cache_dir": str(tmp_path / "cache")})
     assert result["failed"] and "holds no conda installation" in result["msg"], result
     assert (prefix / "data.txt").read_text() == "keep me" and not (tmp_path / "cache").exists()
+
+
+def test_installer_that_hangs_is_stopped_with_its_children_and_its_prefix_removed(tmp_path):
+    import time
+
+    marker = tmp_path / "child-alive"
+    data = ('#!/bin/bash\nwhile getopts "bup:" o; do case $o in p) P=$OPTARG;; esac; done\nmkdir -p "$P/pkgs"\n'
+            '(sleep 4; touch %s) &\nsleep 60\n' % marker).encode()
+    server = _Server(data)
+    prefix = tmp_path / "prefix"
+    started = time.monotonic()
+    try:
+        result = call_module("conda_installer", {"url": server.url, "sha256": hashlib.sha256(data).hexdigest(),
+                                                 "prefix": str(prefix), "cache_dir": str(tmp_path / "cache"),
+                                                 "proxy": "", "timeout": 2})
+    finally:
+        server.close()
+    assert result["failed"] and "stopped after 2 seconds" in result["msg"], result
+    assert time.monotonic() - started < 30
+    assert not prefix.exists()
+    time.sleep(4)
+    assert not marker.exists(), "the installer's background child was stopped with it"
+
+
+def test_https_download_needs_the_corporate_ca(tmp_path):
+    import ssl
+
+    from ansible_collections.condafleet.proxy.plugins.modules.conda_installer import Downloader, Failure
+    from servers import self_signed_certificate
+
+    cert, key = self_signed_certificate(str(tmp_path))
+    data = os.urandom(5000)
+    server = _Server(data)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    url = server.url.replace("http://", "https://")
+    try:
+        with pytest.raises(Failure, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            Downloader(None, True, None, 10).download(url, str(tmp_path / ".a.part"))
+        got = Downloader(None, True, cert, 10).download(url, str(tmp_path / ".b.part"))
+    finally:
+        server.close()
+    assert got["bytes"] == len(data) and (tmp_path / ".b.part").read_bytes() == data
