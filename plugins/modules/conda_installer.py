@@ -143,8 +143,8 @@ attributes:
     platforms: posix, windows
     details:
       - Linux and macOS run the module with the C(.sh) installers.
-      - Windows hosts run the action plugin, which downloads the C(.exe) with M(ansible.windows.win_get_url)
-        (with the checksum) and runs it with M(ansible.windows.win_command).
+      - Windows hosts run the action plugin, which downloads the C(.exe) with C(ansible.windows.win_get_url)
+        (with the checksum) and runs it with C(ansible.windows.win_command).
 notes:
   - The installer runs with C(-b -p PREFIX) and with the module's environment (C(HOME), C(USER) and C(LOGNAME) of the
     account). It must not need the network; Miniconda, Anaconda and Miniforge installers do not.
