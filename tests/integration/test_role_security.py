@@ -12,7 +12,8 @@ is that file's business).
 * converge, rerun with ``changed=0`` and no second download, check mode changing nothing (on a fresh host too);
 * the system file read back by PyYAML, every key ``#!final``, the admin's own lines kept;
 * the prefix audited clean, then a recorded file altered: the host fails, or with report-only the report names it;
-* each step skippable (the policy-only run needs no real conda and runs everywhere).
+* each step skippable (the policy-only run needs no real conda and runs everywhere);
+* the audit skipped on a Windows (PowerShell) connection, where conda_integrity cannot run.
 """
 
 from __future__ import annotations
@@ -292,3 +293,13 @@ def test_each_step_skippable_policy_alone_keeps_the_admin_file(tmp_path, work):
     stats, report, raw = play(tmp_path, dict(params, conda_security_policy=False))
     assert (stats["failures"], stats["changed"], stats["skipped"]) == (0, 0, 3), raw
     assert report["policy_changed"] is None and read_policy(root)[0] == data
+
+
+def test_audit_is_skipped_on_a_windows_connection_and_runs_elsewhere(tmp_path, work):
+    """conda_integrity reads POSIX hosts only: a PowerShell shell (how the action plugins tell Windows) skips it."""
+    params = {"conda_security_install": False, "conda_security_policy": False,
+              "conda_security_prefix": os.path.join(work, "no-prefix")}
+    stats, report, raw = play(tmp_path, params, "-e", "ansible_shell_type=powershell")
+    assert (stats["failures"], stats["skipped"]) == (0, 3) and report["audit"] == "skipped", raw
+    stats, failed, raw = play(tmp_path, params)
+    assert stats["failures"] == 1 and "is not a conda prefix" in failed.get("msg", ""), raw
