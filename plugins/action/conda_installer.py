@@ -184,6 +184,20 @@ class ActionModule(NormalAction):
 
         if params["checksum_url"]:
             _installer.validate_url(params["checksum_url"], "checksum_url")
+        if given is not None:
+            result["sha256"] = given
+        result["downloaded"] = False
+        action = _installer.plan("present", exists, installed, params["version"], params["replace"], managed)
+        result["action"] = action
+        if action == "keep":
+            return
+        if action == "report":
+            result.setdefault("warnings", []).append(
+                "%s holds conda %s, not the wanted %s; left as it is (replace=true replaces it)"
+                % (prefix, installed, params["version"]))
+            return
+
+        if params["checksum_url"]:
             # read-only, so also in check mode: the digest names the cache file
             got = self._module("ansible.windows.win_uri", dict(web, url=params["checksum_url"], return_content=True),
                                check_mode=False)
@@ -199,16 +213,6 @@ class ActionModule(NormalAction):
                                             else _installer.WINDOWS_USER_CACHE)
         cache_file = cache_dir.rstrip("\\") + "\\" + _installer.cache_file_name(sha256, windows=True)
         result.update(sha256=sha256, cache_file=cache_file, downloaded=False)
-
-        action = _installer.plan("present", exists, installed, params["version"], params["replace"], managed)
-        result["action"] = action
-        if action == "keep":
-            return
-        if action == "report":
-            result.setdefault("warnings", []).append(
-                "%s holds conda %s, not the wanted %s; left as it is (replace=true replaces it)"
-                % (prefix, installed, params["version"]))
-            return
 
         stat = self._module("ansible.windows.win_stat", {"path": cache_file, "get_checksum": True,
                                                          "checksum_algorithm": "sha256"})

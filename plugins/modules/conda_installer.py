@@ -225,21 +225,21 @@ wanted_version:
   sample: 24.11.1
 sha256:
   description: The digest the installer must have (from O(sha256) or O(checksum_url)).
-  returned: when O(state=present)
+  returned: when O(state=present) and O(sha256) is given or the installer is needed
   type: str
   sample: 636b209b00b6673471f846581829d4b96b9c3378679925a59a584257c3fef5a3
 cache_file:
   description: The verified installer in the cache.
-  returned: when O(state=present)
+  returned: when the prefix is installed or replaced
   type: str
   sample: /var/cache/condafleet-installers/636b209b00b6673471f846581829d4b96b9c3378679925a59a584257c3fef5a3.sh
 cached:
   description: Whether a verified installer was in the cache before the task.
-  returned: when O(state=present)
+  returned: when the prefix is installed or replaced
   type: bool
   sample: true
 downloaded:
-  description: Whether the installer was downloaded by this task.
+  description: Whether the installer was downloaded by this task (V(false) on a rerun that finds it installed or cached).
   returned: when O(state=present)
   type: bool
   sample: false
@@ -629,6 +629,13 @@ class Run:
             self.module.no_log_values.update(secrets_in(proxy))
         self.result.update(proxy=mask_proxy_url(proxy) if proxy else None, proxy_source=source)
         self.downloader = Downloader(proxy, verify, cafile, params["download_timeout"])
+        self.given = given
+
+    def resolve_digest(self) -> None:
+        """The digest the installer must have: O(sha256), or the one the checksum file lists (fetched only when an
+        install is needed, so a rerun on an installed host makes no request at all)."""
+        params = self.params
+        given = self.given
         if params["checksum_url"]:
             text = self.downloader.fetch_small(params["checksum_url"], _installer.MAX_CHECKSUM_FILE_BYTES)
             listed = _installer.digest_from_checksum_file(text.decode("utf-8", "replace"), self.name)
@@ -743,6 +750,9 @@ class Run:
 
     def present(self) -> None:
         self.prepare_download()
+        self.result["downloaded"] = False
+        if self.given is not None:
+            self.result["sha256"] = self.given
         exists = os.path.lexists(self.prefix)
         runner = self.identity if self.identity is not None else (as_owner(self.prefix) if exists else None)
         installed, _runs = installed_version(self.module, self.prefix, runner, self.env) if exists else (None, None)
@@ -756,6 +766,7 @@ class Run:
             self.warnings.append("%s holds conda %s, not the wanted %s; left as it is (replace=true replaces it)"
                                  % (self.prefix, installed, self.params["version"]))
             return
+        self.resolve_digest()
         self.check_cache_dir()
         with self.cache_lock():
             cached = self.cached()

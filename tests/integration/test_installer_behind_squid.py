@@ -390,3 +390,11 @@ def test_account_install_with_checksum_file_and_proxy_from_its_condarc(installer
     run = as_account(account, [os.path.join(prefix, "bin", "conda"), "--version"])
     assert run.returncode == 0 and CONDA_VERSION in run.stdout, run
     assert len(squid_downloads(squid, LATEST)) == 1 and squid_downloads(squid, "SHA256SUMS"), squid.log()
+
+    log_before = squid.log()
+    again = call_module("conda_installer", {
+        "url": "%s/%s" % (server.url, LATEST), "checksum_url": server.url + "/SHA256SUMS",
+        "prefix": "~/testconda3", "user": account.pw_name})
+    assert not again.get("failed") and not again["changed"] and not again["downloaded"], again
+    assert again["action"] == "keep" and again["version"] == CONDA_VERSION, again
+    assert squid.log() == log_before, "a rerun makes no request, not even for the checksum file"

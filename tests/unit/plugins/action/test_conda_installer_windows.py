@@ -216,6 +216,11 @@ def test_checksum_url_and_proxy_from_the_system_condarc():
     assert result["proxy"] == "http://fleet:********@proxy:3128"
     assert result["cache_file"].startswith("%LOCALAPPDATA%\\condafleet-installers\\")
     assert "/InstallationType=JustMe" in [c for c in commands(host) if isinstance(c, str)][0]
+    host.calls.clear()
+    again = run_action({"url": URL, "checksum_url": "https://repo.example/miniconda/SHA256SUMS",
+                        "prefix": "C:\\Users\\admin\\miniconda3", "user": "admin"}, host)
+    assert not again["changed"] and again["action"] == "keep", again
+    assert not [n for n, _a in host.calls if n in ("ansible.windows.win_uri", "ansible.windows.win_get_url")]
 
 
 def test_absent_removes_only_what_it_installed():
