@@ -131,9 +131,69 @@ def test_channel_is_reachable_only_through_the_authenticating_proxy(lab, host):
     # The channel: each request came from squid's uid, forwarded for this host; 401 without its login, 200 with.
     with open(vars_["lab_channel_log"]) as handle:
         entries = [json.loads(line) for line in handle if line.strip()]
-    mine = [e for e in entries if e["forwarded_for"] == address]
+    mine = [e for e in entries if e.get("forwarded_for") == address]
     assert {e["peer_uid"] for e in mine} == {vars_["lab_squid_uid"]}
     assert {(e["login"], e["status"]) for e in mine} == {(None, 401), (vars_["lab_channel_login"], 200)}
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_https_channel_is_reachable_only_through_a_squid_tunnel_and_trusted_only_with_the_lab_ca(lab, host):
+    """The channel over HTTPS: a CONNECT tunnel through squid (its SSL_ports allow the channel's TLS port, not the
+    HTTP one), a certificate for its name that only the lab's CA makes trusted, and the same credentials."""
+    vars_ = labmod.lab_vars(lab)
+    url = vars_["lab_channel_https_repodata_url"]
+    proxy = vars_["lab_proxy_url"]
+    creds = "%s:%s" % (vars_["lab_proxy_username"], vars_["lab_proxy_password"])
+    channel = "%s:%s" % (vars_["lab_channel_login"], vars_["lab_channel_password"])
+    with open(vars_["lab_channel_ca"]) as handle:
+        ca = handle.read()
+    assert "PRIVATE KEY" not in ca
+    attempts = {  # name: curl options; each prints "<HTTP status> <CONNECT status> <curl exit status>"
+        "direct": ["--cacert", "$ca", "--user", channel],
+        "trusted": ["--cacert", "$ca", "--proxy", proxy, "--proxy-user", creds, "--user", channel],
+        "system_store": ["--proxy", proxy, "--proxy-user", creds, "--user", channel],
+        "no_proxy_credentials": ["--cacert", "$ca", "--proxy", proxy, "--user", channel],
+        "no_channel_credentials": ["--cacert", "$ca", "--proxy", proxy, "--proxy-user", creds],
+    }
+    script = 'ca=$(mktemp); trap \'rm -f "$ca"\' EXIT; printf %s ' + shlex.quote(ca) + ' > "$ca"\n'
+    for name, options in attempts.items():
+        quoted = " ".join('"$ca"' if o == "$ca" else shlex.quote(o) for o in options)
+        script += "printf '%%s ' %s; curl -sS -o /dev/null -w '%%{http_code} %%{http_connect}' --max-time 5 %s %s 2>/dev/null;" \
+                  " echo \" $?\"\n" % (name, quoted, shlex.quote(url))
+    # A tunnel to the channel's plain HTTP port: squid refuses CONNECT outside SSL_ports, credentials or not.
+    script += ("printf 'http_port_tunnel '; curl -sS -o /dev/null -w '%%{http_code} %%{http_connect}' --max-time 5 "
+               "--proxytunnel --proxy %s --proxy-user %s --user %s %s 2>/dev/null; echo \" $?\"\n"
+               % (shlex.quote(proxy), shlex.quote(creds), shlex.quote(channel), shlex.quote(vars_["lab_channel_repodata_url"])))
+    proc = ssh(lab, host, script)
+    results = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()}
+    assert sorted(results) == sorted(list(attempts) + ["http_port_tunnel"]), proc.stdout + proc.stderr
+    assert results["direct"][2] != "0" and results["direct"][0] != "200", results  # the name does not resolve
+    assert results["trusted"] == ["200", "200", "0"], results
+    assert results["system_store"][1:] == ["200", "60"], results  # tunnel up, certificate refused (curl 60)
+    assert results["no_proxy_credentials"][1] == "407" and results["no_proxy_credentials"][2] != "0", results
+    assert results["no_channel_credentials"] == ["401", "200", "0"], results
+    assert results["http_port_tunnel"][1] == "403" and results["http_port_tunnel"][2] != "0", results
+
+    # squid's lines from this host: the tunnels it opened for the proxy account, the refused one to the HTTP port.
+    address = lab["hosts"][host]["address"]
+    tls_host = "%s:%d" % (labmod.CHANNEL_HOST, labmod.CHANNEL_TLS_PORT)
+    with open(vars_["lab_proxy_access_log"]) as handle:
+        lines = [line.split() for line in handle if line.split()[2:3] == [address]]
+    tunnels = [f for f in lines if f[5] == "CONNECT" and f[6] == tls_host and f[3] == "TCP_TUNNEL/200"]
+    assert {f[7] for f in tunnels} == {vars_["lab_proxy_username"]}, lines
+    assert [f for f in lines if f[5] == "CONNECT" and f[6] == tls_host and f[3] == "TCP_DENIED/407"], lines
+    assert [f for f in lines if f[5] == "CONNECT" and f[6] == "%s:%d" % (labmod.CHANNEL_HOST, labmod.CHANNEL_PORT)
+            and f[3] == "TCP_DENIED/403"], lines
+    # The channel's TLS lines for those tunnels (squid's local port, the last field, is the peer port it saw).
+    ports = {int(f[-1]) for f in tunnels}
+    with open(vars_["lab_channel_log"]) as handle:
+        entries = [json.loads(line) for line in handle if line.strip()]
+    mine = [e for e in entries if e["tls"] and e["peer_port"] in ports]
+    assert {e["peer_uid"] for e in mine} == {vars_["lab_squid_uid"]}, mine
+    assert {(e["login"], e["status"]) for e in mine if "event" not in e} == {
+        (None, 401), (vars_["lab_channel_login"], 200)}, mine
+    refused = [e for e in mine if e.get("event") == "tls_handshake_failed"]
+    assert refused and all("UNKNOWN_CA" in e["error"] for e in refused), mine
 
 
 @pytest.mark.parametrize("host", ("h2", "h3"))
@@ -160,6 +220,14 @@ def test_channel_refuses_connections_that_squid_did_not_open(lab):
     proc = subprocess.run(labmod.in_ns(lab["prefix"] + "-ctl", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
                                        "--max-time", "5", "--user",
                                        "%s:%s" % (vars_["lab_channel_login"], vars_["lab_channel_password"]), url),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.stdout == "403", proc.stdout + proc.stderr
+    # The same over HTTPS, the certificate trusted.
+    tls_url = "https://%s:%d/%s/noarch/repodata.json" % (labmod.CHANNEL_HOST, labmod.CHANNEL_TLS_PORT, labmod.CHANNEL_NAME)
+    proc = subprocess.run(labmod.in_ns(lab["prefix"] + "-ctl", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                       "--max-time", "5", "--cacert", vars_["lab_channel_ca"], "--resolve",
+                                       "%s:%d:127.0.0.1" % (labmod.CHANNEL_HOST, labmod.CHANNEL_TLS_PORT), "--user",
+                                       "%s:%s" % (vars_["lab_channel_login"], vars_["lab_channel_password"]), tls_url),
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.stdout == "403", proc.stdout + proc.stderr
 

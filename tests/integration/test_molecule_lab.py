@@ -37,15 +37,23 @@ def _molecule(step: str, scenario: str, env: dict) -> str:
 
 
 def _assert_real_conda_ran(output: str) -> None:
-    """verify ran real conda as each account on h1 and h2 (or said why not, when ../shared/real-conda is absent)."""
+    """verify ran real conda as each account on h1 and h2, over HTTP and HTTPS, and the negatives that prove the CA
+    is what makes HTTPS work, each step checked (or said why not, when ../shared/real-conda is absent)."""
     if realconda.installer() is None:
         assert "real conda steps skipped" in output, output[-30000:]
         return
+    tasks = ("Run conda search and conda create over HTTP and HTTPS from a fresh login shell as %s",
+             "Check that conda found and installed the package over HTTP and HTTPS as %s",
+             "Run the HTTPS conda search as %s with the system's trust store in place of the deployed CA",
+             "Check that conda refused the channel's certificate without the deployed CA, as %s",
+             "Check squid carried every request on this host for the proxy account, conda run by %s",
+             "Check the channel saw the netrc credentials on every request, only through squid, conda run by %s")
     for user in labmod.USERS:
-        task = "TASK [Run conda search and conda create from a fresh login shell as %s]" % user
-        assert task in output, output[-30000:]
-        block = output.split(task, 1)[1].split("TASK [", 1)[0]
-        assert sorted(re.findall(r"^ok: \[(h\d)\]", block, re.M)) == ["h1", "h2"], block
+        for name in tasks:
+            task = "TASK [%s]" % (name % user)
+            assert task in output, task + "\n" + output[-30000:]
+            block = output.split(task, 1)[1].split("TASK [", 1)[0]
+            assert sorted(re.findall(r"^ok: \[(h\d)\]", block, re.M)) == ["h1", "h2"], block
 
 
 @pytest.mark.parametrize("scenario", ["default", "user_scope"])

@@ -9,10 +9,13 @@ machine's own network)::
 
     <prefix>-ctl   controller namespace: bridge br0 = 10.213.X.1/24
                    squid on 10.213.X.1:3128 (Basic auth, credentials generated per lab)
-                   channel on 127.0.0.1:8000: a real package (tests/support/realconda.py), Basic auth with
+                   channel on 127.0.0.1:8000 (HTTP) and 127.0.0.1:8443 (HTTPS, a certificate for its name
+                   signed by the lab's CA: the caller's --ca-cert/--ca-key, else a CA of its own whose key is
+                   deleted once it signed): a real package (tests/support/realconda.py), Basic auth with
                    the channel credentials (each account's .netrc), answers only connections opened by
                    squid's uid, logs every request as a JSON line -- squid reaches it by the name
-                   channel.condafleet.test (its own hosts_file); the hosts cannot
+                   channel.condafleet.test (its own hosts_file); the hosts cannot. squid allows CONNECT
+                   only to its SSL_ports (443 and the channel's 8443), as a corporate squid.conf does
     <prefix>-h1    sshd on 10.213.X.11: the machine's filesystem, private /etc (overlay), /root, /home, /run
     <prefix>-h2    sshd on 10.213.X.12: chroot into an overlay of a debootstrapped Debian bookworm; the real
                    conda venv (realconda.CACHE) bound read-only at the same path (same Python as the machine)
@@ -26,6 +29,7 @@ Command line::
 
     python tests/lab/lab.py up --state DIR      # writes DIR/inventory.yml, DIR/lab_vars.yml, DIR/state.json
     python tests/lab/lab.py up --state DIR --channel-auth FILE   # channel login/password from a JSON file
+    python tests/lab/lab.py up --state DIR --ca-cert CA.pem --ca-key CA-KEY.pem   # sign the channel's cert
     python tests/lab/lab.py status --state DIR
     python tests/lab/lab.py down --state DIR    # or --prefix P: also removes leftovers of earlier runs
     python tests/lab/lab.py bootstrap           # only fill the debootstrap cache
@@ -72,10 +76,13 @@ USERS = ("alice", "bob")
 UID_BASE = 62000
 PROXY_PORT = 3128
 CHANNEL_PORT = 8000
+CHANNEL_TLS_PORT = 8443  # not squid's default SSL_ports (443 only): squid.conf adds it, as a corporate one must
 CHANNEL_HOST = "channel.condafleet.test"
 CHANNEL_NAME = "fleet-channel"
 # squid's native access-log format, spelled out so that the proxy account (%un) is there by contract.
-SQUID_LOGFORMAT = "%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %un %Sh/%<a %mt"
+# The last field (%<lp) is squid's local port towards the channel: through a CONNECT tunnel the channel sees no
+# X-Forwarded-For, so its peer_port joined with this field names the host (and account) behind each TLS request.
+SQUID_LOGFORMAT = "%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %un %Sh/%<a %mt %<lp"
 REQUIRED_PROGRAMS = ("ip", "unshare", "mount", "umount", "chroot", "nc", "ssh", "ssh-keygen", "/usr/sbin/sshd",
                      "/usr/sbin/squid", "/usr/lib/squid/basic_ncsa_auth", "openssl", "debootstrap", "useradd")
 SSHD_CONFIG = "/etc/ssh/condafleet-lab-sshd_config"
@@ -414,15 +421,20 @@ def _network(lab: _Lab) -> None:
         run(["ip", "-n", ns, "link", "set", "eth0", "up"])
 
 
-def serve_channel(root: str, port: int, auth_file: str, log_path: str, only_uid: int) -> None:
+def serve_channel(root: str, port: int, auth_file: str, log_path: str, only_uid: int, tls_port: int | None = None,
+                  cert: str | None = None, key: str | None = None) -> None:
     """The lab's channel (run by ``lab.py serve-channel`` in the controller namespace); never returns.
 
-    Answers a request only when its TCP connection was opened by ``only_uid`` (squid's; else 403, read from
-    ``/proc/net/tcp``) and it carries the channel's Basic credentials (else 401). Each request is one JSON line
-    in ``log_path``: ``path``, ``status`` (the code sent), ``login`` (the Basic login sent, never the password),
-    ``peer_uid``, ``via`` and ``forwarded_for`` (squid's ``X-Forwarded-For``: the host that asked squid)."""
+    HTTP on ``port`` and, given ``cert``/``key``, the same content over HTTPS on ``tls_port``. Answers a request only
+    when its TCP connection was opened by ``only_uid`` (squid's; else 403, read from ``/proc/net/tcp``) and it
+    carries the channel's Basic credentials (else 401). Each request is one JSON line in ``log_path``: ``path``,
+    ``status`` (the code sent), ``login`` (the Basic login sent, never the password), ``peer_uid``, ``peer_port``,
+    ``tls``, ``via`` and ``forwarded_for`` (squid's ``X-Forwarded-For``: the host that asked squid; none through a
+    CONNECT tunnel, where squid's log line with the same local port names the host). A TLS handshake the client
+    aborts (it did not trust the certificate) is a line with ``event: tls_handshake_failed`` and the ``error``."""
     import base64
     import http.server
+    import ssl
 
     with open(auth_file) as handle:
         auth = json.load(handle)
@@ -442,7 +454,7 @@ def serve_channel(root: str, port: int, auth_file: str, log_path: str, only_uid:
             self.wfile.write(body)
 
         def _allowed(self) -> bool:
-            peer_uid = socket_owner_uid(self.client_address[:2], self.server.server_address[:2])
+            peer_uid = self.server.peer_uid(self.client_address)
             header = self.headers.get("Authorization") or ""
             sent = None
             if header.startswith("Basic "):
@@ -452,7 +464,8 @@ def serve_channel(root: str, port: int, auth_file: str, log_path: str, only_uid:
                     sent = "<undecodable>"
             status = 403 if peer_uid != only_uid else 401 if header != expected else 200
             self._entry = {"time": round(time.time(), 3), "method": self.command, "path": self.path.split("?")[0],
-                           "status": status, "login": sent, "peer_uid": peer_uid,
+                           "status": status, "login": sent, "peer_uid": peer_uid, "peer_port": self.client_address[1],
+                           "tls": isinstance(self.connection, ssl.SSLSocket),
                            "via": self.headers.get("Via"), "forwarded_for": self.headers.get("X-Forwarded-For")}
             if status == 403:
                 self._answer(403, b"direct access refused: only the proxy may connect\n")
@@ -468,8 +481,7 @@ def serve_channel(root: str, port: int, auth_file: str, log_path: str, only_uid:
         def _logged(self) -> None:
             entry, self._entry = getattr(self, "_entry", None), None
             if entry is not None:
-                with lock, open(log_path, "a") as handle:
-                    handle.write(json.dumps(entry, sort_keys=True) + "\n")
+                write_entry(entry)
 
         def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
             try:
@@ -488,9 +500,96 @@ def serve_channel(root: str, port: int, auth_file: str, log_path: str, only_uid:
         def log_message(self, fmt, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    print("channel on 127.0.0.1:%d, root %s, log %s" % (port, root, log_path), flush=True)
-    server.serve_forever(poll_interval=0.2)
+    def write_entry(entry: dict) -> None:
+        with lock, open(log_path, "a") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    class Server(http.server.ThreadingHTTPServer):
+        """Reads the uid that opened each connection as it is accepted: once the client has gone (a TLS client that
+        refused the certificate closes at once) its socket is no longer its own in ``/proc/net/tcp``."""
+
+        def server_bind(self) -> None:
+            super().server_bind()
+            self.accepted_uids: dict = {}
+
+        def get_request(self):
+            sock, address = super().get_request()
+            self.accepted_uids[address] = socket_owner_uid(address[:2], self.server_address[:2])
+            return sock, address
+
+        def peer_uid(self, address) -> int | None:
+            return self.accepted_uids.get(address)
+
+        def process_request_thread(self, request, client_address) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.accepted_uids.pop(client_address, None)
+
+    class TLSServer(Server):
+        """HTTPS; the handshake runs in the request's thread (a stalled client never blocks accept())."""
+
+        def get_request(self):
+            sock, address = super().get_request()
+            return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+        def finish_request(self, request, client_address) -> None:
+            request.settimeout(20)
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                write_entry({"time": round(time.time(), 3), "event": "tls_handshake_failed", "error": str(exc),
+                             "method": None, "path": None, "status": None, "login": None, "via": None,
+                             "forwarded_for": None, "tls": True, "peer_port": client_address[1],
+                             "peer_uid": self.peer_uid(client_address)})
+                return
+            request.settimeout(None)
+            super().finish_request(request, client_address)
+
+    servers = [Server(("127.0.0.1", port), Handler)]
+    if cert and key and tls_port:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        servers.append(TLSServer(("127.0.0.1", tls_port), Handler))
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    print("channel on 127.0.0.1:%s, root %s, log %s" % (
+        ", ".join(str(s.server_address[1]) for s in servers), root, log_path), flush=True)
+    servers[0].serve_forever(poll_interval=0.2)
+
+
+def _channel_certificate(lab: _Lab, ca_cert: str | None, ca_key: str | None) -> dict:
+    """The channel's key and certificate (for CHANNEL_HOST) signed by ``ca_cert``/``ca_key``, in the run dir.
+
+    Without a CA from the caller the lab makes one and deletes its key once it has signed: no CA key is kept
+    anywhere a host could read it (h1 shares the machine's filesystem). The CA certificate is copied next to the
+    channel's (``ca``): what a client must trust."""
+    tls_dir = os.path.join(lab.run_dir, "tls")
+    os.makedirs(tls_dir, mode=0o700)
+    own_ca = not (ca_cert and ca_key)
+    if own_ca:
+        ca_cert, ca_key = os.path.join(tls_dir, "ca-source.pem"), os.path.join(tls_dir, "ca-key.pem")
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=condafleet lab CA %s" % lab.prefix, "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", ca_key, "-out", ca_cert])
+    paths = {n: os.path.join(tls_dir, n + ".pem") for n in ("ca", "key", "cert")}
+    csr, ext = os.path.join(tls_dir, "channel.csr"), os.path.join(tls_dir, "channel.ext")
+    try:
+        run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + CHANNEL_HOST,
+             "-keyout", paths["key"], "-out", csr])
+        with open(ext, "w") as handle:
+            handle.write("subjectAltName=DNS:%s\nbasicConstraints=critical,CA:FALSE\n"
+                         "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+                         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n" % CHANNEL_HOST)
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-days", "2",
+             "-set_serial", "0x" + secrets.token_hex(8), "-extfile", ext, "-out", paths["cert"]])
+        shutil.copyfile(ca_cert, paths["ca"])
+        os.chmod(paths["ca"], 0o644)
+    finally:
+        for path in (csr, ext) + ((ca_key, ca_cert) if own_ca else ()):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    return paths
 
 
 def _real_conda(lab: _Lab) -> None:
@@ -522,7 +621,8 @@ def _runs_real_conda(lab: _Lab, root: str | None) -> bool:
     return root is None or os.path.exists(os.path.join(root, "usr", "bin", "python" + info["python"]))
 
 
-def _proxy_and_channel(lab: _Lab, username: str, password: str, channel_login: str, channel_password: str) -> None:
+def _proxy_and_channel(lab: _Lab, username: str, password: str, channel_login: str, channel_password: str,
+                       ca_cert: str | None = None, ca_key: str | None = None) -> None:
     channel_root = os.path.join(lab.run_dir, "channel")
     realconda.write_package_channel(channel_root, CHANNEL_NAME)
     os.chmod(channel_root, 0o755)
@@ -533,8 +633,12 @@ def _proxy_and_channel(lab: _Lab, username: str, password: str, channel_login: s
     import pwd
 
     squid_uid = pwd.getpwnam(_squid_user()).pw_uid
+    tls = _channel_certificate(lab, ca_cert, ca_key)
+    lab.state["channel_ca"] = tls["ca"]
     channel = lab.spawn("channel", lab.ctl, [sys.executable, os.path.abspath(__file__), "serve-channel",
                                              "--root", channel_root, "--port", str(CHANNEL_PORT),
+                                             "--tls-port", str(CHANNEL_TLS_PORT), "--cert", tls["cert"],
+                                             "--key", tls["key"],
                                              "--auth", auth_file, "--log", channel_log, "--only-uid", str(squid_uid)])
     lab.state["channel_log"] = channel_log
     squid_dir = os.path.join(lab.run_dir, "squid")
@@ -552,16 +656,23 @@ def _proxy_and_channel(lab: _Lab, username: str, password: str, channel_login: s
             "hosts_file %(d)s/hosts\nvisible_hostname condafleet-lab-proxy\npinger_enable off\n"
             "auth_param basic program /usr/lib/squid/basic_ncsa_auth %(d)s/passwd\n"
             "auth_param basic realm condafleet-lab\nauth_param basic children 2 startup=1\n"
+            # squid's own defaults (Debian's squid.conf) for what may be tunnelled, plus the channel's TLS port:
+            # a CONNECT to any other port is refused (403) before authentication.
+            "acl SSL_ports port 443 %(tls_port)d\n"
+            "acl Safe_ports port 80 21 443 70 210 1025-65535 280 488 591 777\n"
+            "acl CONNECT method CONNECT\n"
+            "http_access deny !Safe_ports\nhttp_access deny CONNECT !SSL_ports\n"
             "acl authed proxy_auth REQUIRED\nhttp_access allow authed\nhttp_access deny all\n"
             "shutdown_lifetime 0 seconds\ncache_effective_user %(user)s\n"
             % {"ip": lab.net + ".1", "port": PROXY_PORT, "d": squid_dir, "user": _squid_user(),
-               "logformat": SQUID_LOGFORMAT}
+               "logformat": SQUID_LOGFORMAT, "tls_port": CHANNEL_TLS_PORT}
         )
     for name in os.listdir(squid_dir):
         shutil.chown(os.path.join(squid_dir, name), _squid_user())
     shutil.chown(squid_dir, _squid_user())
     squid = lab.spawn("squid", lab.ctl, ["/usr/sbin/squid", "-N", "-f", conf])
     wait_tcp(lab.ctl, "127.0.0.1", CHANNEL_PORT, channel)
+    wait_tcp(lab.ctl, "127.0.0.1", CHANNEL_TLS_PORT, channel)
     wait_tcp(lab.ctl, lab.net + ".1", PROXY_PORT, squid)
     lab.state["squid_dir"] = squid_dir
 
@@ -609,11 +720,14 @@ def _hosts(lab: _Lab, roots: dict[str, str], pubkey: str) -> None:
 
 def up(state_dir: str, prefix: str | None = None, cache_dir: str = CACHE_DIR, run_base: str = RUN_BASE,
        username: str | None = None, password: str | None = None,
-       channel_login: str | None = None, channel_password: str | None = None) -> dict:
+       channel_login: str | None = None, channel_password: str | None = None,
+       ca_cert: str | None = None, ca_key: str | None = None) -> dict:
     """Start the lab; returns its state (also in ``state_dir/state.json``). Tears down what it started on failure.
 
     ``username``/``password``: squid's proxy account; ``channel_login``/``channel_password``: the channel's Basic
-    credentials (what each account's ``.netrc`` must hold). Each is generated when not given."""
+    credentials (what each account's ``.netrc`` must hold). Each is generated when not given. ``ca_cert``/``ca_key``:
+    the CA that signs the channel's HTTPS certificate (the key is only read here; the lab makes a CA of its own
+    when they are not given)."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network and mount namespaces)")
     missing = missing_programs()
@@ -648,7 +762,7 @@ def up(state_dir: str, prefix: str | None = None, cache_dir: str = CACHE_DIR, ru
         channel_password = channel_password or "%s #%s" % (secrets.token_hex(3), secrets.token_hex(2))
         _real_conda(lab)
         _network(lab)
-        _proxy_and_channel(lab, username, password, channel_login, channel_password)
+        _proxy_and_channel(lab, username, password, channel_login, channel_password, ca_cert, ca_key)
         _hosts(lab, roots, pubkey)
         lab.state.update(status="up", key=key, credentials={"username": username, "password": password},
                          channel_credentials={"login": channel_login, "password": channel_password},
@@ -681,6 +795,12 @@ def lab_vars(state: dict) -> dict:
         "lab_proxy_access_log": os.path.join(state["squid_dir"], "access.log"),
         "lab_channel_url": "http://%s:%d/%s" % (CHANNEL_HOST, CHANNEL_PORT, CHANNEL_NAME),
         "lab_channel_repodata_url": "http://%s:%d/%s/noarch/repodata.json" % (CHANNEL_HOST, CHANNEL_PORT, CHANNEL_NAME),
+        # The same channel over HTTPS (reached through a CONNECT tunnel), its certificate signed by lab_channel_ca.
+        "lab_channel_https_url": "https://%s:%d/%s" % (CHANNEL_HOST, CHANNEL_TLS_PORT, CHANNEL_NAME),
+        "lab_channel_https_repodata_url": "https://%s:%d/%s/noarch/repodata.json" % (
+            CHANNEL_HOST, CHANNEL_TLS_PORT, CHANNEL_NAME),
+        "lab_channel_tls_port": CHANNEL_TLS_PORT,
+        "lab_channel_ca": state["channel_ca"],
         "lab_users": list(USERS),
         "lab_controller_namespace": state["prefix"] + "-ctl",
         # The channel's own Basic credentials (what .netrc must give it) and its log: one JSON line a request.
@@ -889,6 +1009,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "up":
             cmd.add_argument("--cache", default=CACHE_DIR, help="debootstrap cache")
             cmd.add_argument("--channel-auth", help='JSON file {"login": ..., "password": ...}: the channel credentials')
+            cmd.add_argument("--ca-cert", help="the CA certificate that signs the channel's HTTPS certificate")
+            cmd.add_argument("--ca-key", help="its private key (only read)")
     boot = sub.add_parser("bootstrap")
     boot.add_argument("--cache", default=CACHE_DIR)
     serve = sub.add_parser("serve-channel", help="(internal) the lab's channel; see serve_channel()")
@@ -896,9 +1018,12 @@ def main(argv: list[str] | None = None) -> int:
         serve.add_argument(option, required=True)
     serve.add_argument("--port", type=int, default=CHANNEL_PORT)
     serve.add_argument("--only-uid", type=int, required=True)
+    serve.add_argument("--tls-port", type=int, default=CHANNEL_TLS_PORT)
+    serve.add_argument("--cert")
+    serve.add_argument("--key")
     args = parser.parse_args(argv)
     if args.command == "serve-channel":
-        serve_channel(args.root, args.port, args.auth, args.log, args.only_uid)
+        serve_channel(args.root, args.port, args.auth, args.log, args.only_uid, args.tls_port, args.cert, args.key)
         return 0
     if args.command == "bootstrap":
         print(json.dumps(bootstrap_all([s for _n, s in HOSTS if s], cache_dir=args.cache), indent=2))
@@ -909,7 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.channel_auth) as handle:
                 auth = json.load(handle)
         state = up(args.state, args.prefix, args.cache, args.run_base,
-                   channel_login=auth.get("login"), channel_password=auth.get("password"))
+                   channel_login=auth.get("login"), channel_password=auth.get("password"),
+                   ca_cert=args.ca_cert, ca_key=args.ca_key)
         print(json.dumps({"inventory": state["inventory"], "prefix": state["prefix"], "seconds": state["seconds"]}))
         return 0
     if args.command == "down":
