@@ -707,6 +707,8 @@ class Run:
     def install(self, replacing: bool) -> None:
         aside = None
         parent_identity = self.identity if self.identity is not None else as_owner(os.path.dirname(self.prefix))
+        if not replacing and os.path.lexists(self.prefix):  # appeared since it was looked at: not this run's
+            raise Failure("%s appeared while the installer was being prepared; nothing was installed" % self.prefix)
         if replacing:
             with acting_as(parent_identity):
                 aside = tempfile.mkdtemp(prefix=os.path.basename(self.prefix) + ".condafleet-old-",
