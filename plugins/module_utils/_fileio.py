@@ -102,8 +102,8 @@ def controlling_account(path: str) -> Account | None:
     Walks every component from ``/`` without following a symlink the walk has not vetted: the first
     directory (or link) owned by an account other than root hands the path to that account, which
     could swap anything below it; a root-owned link is followed (only root made it). A root-owned
-    directory that other accounts may write without the sticky bit is refused: anyone could swap
-    entries in it. Only meaningful when running as root; otherwise ``None`` (the kernel already
+    directory that other accounts may write (others, or a group other than root's) without the sticky
+    bit is refused: any of them could swap entries in it. Only meaningful when running as root; otherwise ``None`` (the kernel already
     applies the running account's rights).
     """
     if os.geteuid() != 0:
@@ -135,7 +135,8 @@ def controlling_account(path: str) -> Account | None:
             continue
         if not stat.S_ISDIR(info.st_mode):
             return None  # not a directory: the read or the write fails with its own message
-        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        others_write = info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != 0)
+        if others_write and not info.st_mode & stat.S_ISVTX:
             raise FileRefused(
                 "%s is writable by other accounts (mode %04o, no sticky bit): refusing to edit %s as root below it"
                 % (candidate, info.st_mode & 0o7777, path))
@@ -170,15 +171,6 @@ def acting_as(account: Account | None) -> t.Iterator[None]:
         os.seteuid(0)
         os.setegid(egid)
         os.setgroups(groups)
-
-
-def identity_for(path: str, real: str | None = None) -> Account | None:
-    """Who edits ``path`` (and ``real``, the target of a link at ``path``): the first account that
-    controls either way, else root (``None``)."""
-    account = controlling_account(path)
-    if account is None and real is not None and real != path:
-        account = controlling_account(real)
-    return account
 
 
 # --------------------------------------------------------------------------------------------

@@ -184,3 +184,13 @@ def test_a_backup_never_goes_through_a_link_planted_at_its_name(tmp_path, monkey
     with open(name, "rb") as handle:
         assert handle.read() == b"old\n"
     assert stat.S_IMODE(os.stat(name).st_mode) == 0o600
+
+
+@ROOT_ONLY
+def test_a_directory_writable_by_a_group_other_than_roots_is_refused(tree, nobody):
+    (tree / "shared").mkdir()
+    os.chmod(tree / "shared", 0o775)
+    assert _fileio.controlling_account(str(tree / "shared" / "f")) is None  # group root: admins only
+    os.chown(tree / "shared", 0, nobody.gid)
+    with pytest.raises(_fileio.FileRefused, match="writable by other accounts"):
+        _fileio.controlling_account(str(tree / "shared" / "f"))
