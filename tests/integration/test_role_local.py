@@ -120,7 +120,9 @@ def test_converge_rerun_check_and_absent_on_a_sandbox_root(tmp_path, sandbox, fa
         with open(os.path.join(sandbox, "etc/environment")) as handle:
             assert 'no_proxy="localhost,.corp.example"' in handle.read()
 
-    stats, raw = play(tmp_path, dict(params, conda_proxy_state="absent"))
+    # Removal needs only what names each .netrc entry: no login, no password.
+    machines_only = [{"machine": entry["machine"]} for entry in params["conda_proxy_netrc_entries"]]
+    stats, raw = play(tmp_path, dict(params, conda_proxy_state="absent", conda_proxy_netrc_entries=machines_only))
     assert stats["failures"] == 0 and stats["changed"] > 0, raw
     assert files_under(sandbox) == original
 
