@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -59,7 +61,15 @@ def _assert_real_conda_ran(output: str) -> None:
 def test_molecule_scenario(scenario, tmp_path, lab_available):
     # A prefix of this run's own, so a parallel run or a leftover lab cannot interfere.
     prefix = "cflm" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:6]
+    # And an ephemeral directory of its own: molecule's default (~/.ansible/tmp/molecule.<hash of the project
+    # directory's *name*>.<scenario>) is shared by every checkout called main, and with it the lab's state file.
+    # Beside molecule's own, under ~ (/root: h1 has its own, so the CA key create.yml makes there is never on a
+    # host); short (SSH control sockets live in it: 108 bytes of sun_path); kept when the test fails, for its logs.
+    base = os.path.expanduser("~/.ansible/tmp")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    ephemeral = tempfile.mkdtemp(prefix=prefix + "-", dir=base)
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), CONDAFLEET_LAB_PREFIX=prefix,
+               MOLECULE_EPHEMERAL_DIRECTORY=ephemeral,
                ANSIBLE_NOCOLOR="1", NO_COLOR="1", ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, "collections"))
     try:
@@ -77,3 +87,4 @@ def test_molecule_scenario(scenario, tmp_path, lab_available):
         report = labmod.down(None, prefix=prefix)
     assert report["leftovers"] == [], report
     assert not [n for n in labmod.netns_list() if n.startswith(prefix + "-")]
+    shutil.rmtree(ephemeral)

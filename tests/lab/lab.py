@@ -906,6 +906,12 @@ def down(state_dir: str | None = None, prefix: str | None = None, run_base: str 
     if state_dir and os.path.exists(os.path.join(state_dir, "state.json")):
         with open(os.path.join(state_dir, "state.json")) as handle:
             state = json.load(handle)
+    if prefix and state.get("prefix") not in (None, prefix):
+        # Another lab's state (two runs given the same state dir): its namespaces, processes, run dir and files are
+        # not this lab's to remove. Clean this prefix's leftovers only.
+        log("%s/state.json belongs to lab %s, not %s: removing only what %s left" % (
+            state_dir, state["prefix"], prefix, prefix))
+        state, state_dir = {}, None
     prefix = prefix or state.get("prefix") or (default_prefix(state_dir) if state_dir else None)
     if not prefix:
         raise LabError("down needs --state or --prefix")
