@@ -445,7 +445,7 @@ def describe(exc) -> str:
 def condarc_settings(account: Account | None, warnings: list) -> tuple:
     """``(proxy_servers, ssl_verify)`` merged over the system and account ``.condarc`` files, read as the account."""
     settings = []
-    home = account.home if account is not None else os.path.expanduser("~")
+    home = account.home if account is not None else pwd.getpwuid(os.geteuid()).pw_dir
     with acting_as(account if account is not None and account.is_other else None):
         for entry in _installer.condarc_paths(home):
             paths = [entry]
@@ -590,7 +590,7 @@ class Run:
         self.result: dict = {"changed": False}
         self.account = resolve_account(self.params["user"]) if self.params["user"] else None
         self.identity = self.account if self.account is not None and self.account.is_other else None
-        home = self.account.home if self.account is not None else os.path.expanduser("~")
+        home = self.account.home if self.account is not None else pwd.getpwuid(os.geteuid()).pw_dir
         self.prefix = self._path(self.params["prefix"], home, "prefix")
         default_cache = _installer.USER_CACHE if self.account is not None else _installer.SYSTEM_CACHE
         self.cache_dir = self._path(self.params["cache_dir"] or default_cache, home, "cache_dir")

@@ -83,7 +83,8 @@ sed -n '/^__CONDAFLEET_PAYLOAD__$/,$p' "$0" | tail -n +2 | base64 -d | tar xzf -
 @FAIL@
 bash "$work/install.sh" "$PREFIX" >"$work/install.log" 2>&1 || { cat "$work/install.log" >&2; exit 1; }
 cat > "$PREFIX/conda-meta/conda-@VERSION@-py_0.json" <<EOF
-{"name": "conda", "version": "@VERSION@", "build": "py_0", "build_number": 0, "channel": "https://repo.anaconda.com/pkgs/main", "subdir": "noarch", "fn": "conda-@VERSION@-py_0.conda", "depends": [], "files": [], "paths_data": {"paths": [], "paths_version": 1}}
+{"name": "conda", "version": "@VERSION@", "build": "py_0", "build_number": 0, "channel": "https://repo.anaconda.com/pkgs/main", "subdir": "noarch",
+"fn": "conda-@VERSION@-py_0.conda", "depends": [], "files": [], "paths_data": {"paths": [], "paths_version": 1}}
 EOF
 echo "installation finished."
 exit 0
