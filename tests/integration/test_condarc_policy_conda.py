@@ -8,9 +8,14 @@ copy of ``/etc`` (:class:`realconda.PrivateEtc`), so ``/etc/conda/.condarc`` is 
 never touched; then a throwaway account runs the real conda from a fresh login shell. Channels are served on
 127.0.0.1.
 
-* ``allowlist_channels`` locked with ``#!final`` in the system file: ``conda search -c <other>`` and a
-  ``~/.condarc`` adding the other channel (to ``channels`` and to its own ``allowlist_channels``) are refused with
-  ``ChannelNotAllowed``; the allowed channel works. Without the lock the account's file extends the allowlist.
+* ``allowlist_channels`` locked with ``#!final`` in the system file, through the proxy: the same system file holds
+  ``proxy_servers`` (condarc_proxy: a real squid with Basic auth, the shared proxy account) and the policy
+  (condarc_policy). Both channels answer only connections squid opened (:class:`servers.ProxyOnlyChannelServer`),
+  so the allowed channel working proves the route, and squid's log names the proxy account of its requests.
+  ``conda search -c <other>`` and a ``~/.condarc`` adding the other channel (to ``channels`` and to its own
+  ``allowlist_channels``) are refused by conda itself with ``ChannelNotAllowed``: neither squid nor the other
+  channel sees a request. Without the lock the account's file extends the allowlist and the other channel is
+  reached through squid too.
 * ``disallowed_packages``: ``conda create`` refuses the package (``DisallowedPackageError``).
 * ``safety_checks: enabled`` + ``extra_safety_checks: true``: a package whose file has the size but not the SHA256
   its ``info/paths.json`` records is refused (``SafetyError``); conda compares the SHA256 only with
@@ -32,8 +37,8 @@ import tempfile
 import pytest
 
 import realconda
-from servers import ChannelServer
-from test_real_conda import Host
+from servers import AccountSquid, ChannelServer, ProxyOnlyChannelServer, require
+from test_real_conda import CHANNEL_ACCOUNTS, PROXY_ACCOUNTS, Host, mask, proxied
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="creates accounts and mount namespaces (needs root)"),
               pytest.mark.slow]
@@ -98,6 +103,33 @@ def channels():
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def squid():
+    """squid on 127.0.0.1 requiring Basic proxy auth; its access log names the proxy account of each request."""
+    require("/usr/sbin/squid", "/usr/lib/squid/basic_ncsa_auth", "openssl")
+    with AccountSquid(PROXY_ACCOUNTS) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def proxied_channels(squid, tmp_path):
+    """``allowed`` and ``other``, each a channel server of its own that answers only squid's connections (with
+    the channel login of the account's ``.netrc``) and logs every request it receives, refused ones included."""
+    servers = {}
+    try:
+        for name in (ALLOWED, OTHER):
+            root = tmp_path / name
+            root.mkdir()
+            realconda.write_package_channel(str(root), name)
+            server = ProxyOnlyChannelServer(str(root), CHANNEL_ACCOUNTS, only_uid=squid.uid).__enter__()
+            servers[name] = server
+            server.channel_url = server.url + "/" + name
+        yield servers[ALLOWED], servers[OTHER]
+    finally:
+        for server in servers.values():
+            server.__exit__(None, None, None)
+
+
 @pytest.fixture
 def host(conda_path):
     base = tempfile.mkdtemp(prefix="condafleet-policy-", dir="/var/tmp")
@@ -128,47 +160,77 @@ def search(host: Host, account, channel: str):
     return host.conda(account, "search --override-channels -c %s %s" % (channel, realconda.PACKAGE))
 
 
-def test_locked_allowlist_refuses_other_channels_and_absent_restores_the_file(host, channels):
+def test_locked_allowlist_through_the_proxy_refuses_other_channels_and_absent_restores_the_file(
+        host, squid, proxied_channels):
+    allowed, other = proxied_channels
     write_system_file(host, ORIGINAL)
     alice = host.add_account("cfpla" + os.urandom(2).hex())
-    policy = {"scope": "system", "channels": [channels.allowed], "allowlist_channels": [channels.allowed],
+    # The proxy, in the system file (the shared proxy account, accepted as world-readable), and the channel login.
+    proxy = {"scope": "system", "http": squid.url, "https": squid.url, "proxy_username": "fleet",
+             "proxy_password": PROXY_ACCOUNTS["fleet"], "world_readable_password": True}
+    host.configure("condarc_proxy", proxy)
+    host.configure("netrc_entry", {"user": alice.name, "machine": "127.0.0.1", "login": "reader",
+                                   "password": CHANNEL_ACCOUNTS["reader"]})
+    with open(system_file(host), "rb") as handle:
+        with_proxy = handle.read()
+    assert with_proxy.startswith(ORIGINAL) and b"\nproxy_servers:" in with_proxy, "no proxy in the system file"
+
+    policy = {"scope": "system", "channels": [allowed.channel_url], "allowlist_channels": [allowed.channel_url],
               "final": ["allowlist_channels"]}
     result = host.configure("condarc_policy", policy)
     assert result["changed"] is True and result["final"] == ["allowlist_channels"]
     with open(system_file(host), "rb") as handle:
-        assert handle.read() == ORIGINAL + ("channels:\n  - %s\nallowlist_channels:  #!final\n  - %s\n"
-                                            % (channels.allowed, channels.allowed)).encode()
+        assert handle.read() == with_proxy + ("channels:\n  - %s\nallowlist_channels:  #!final\n  - %s\n"
+                                              % (allowed.channel_url, allowed.channel_url)).encode()
     assert host.configure("condarc_policy", policy)["changed"] is False  # idempotent
 
-    # The allowed channel works, searched and through channels from the system file.
-    allowed = search(host, alice, channels.allowed)
-    assert allowed.returncode == 0 and realconda.PACKAGE in allowed.stdout, output(allowed)
-    # Another channel on the command line is refused.
-    other = search(host, alice, channels.other)
-    assert other.returncode != 0 and "ChannelNotAllowed" in output(other), output(other)
+    # The allowed channel works, searched and through channels from the system file; only through squid (the
+    # channel refuses any other connection), as the proxy account, with the channel login.
+    found = search(host, alice, allowed.channel_url)
+    assert found.returncode == 0 and realconda.PACKAGE in found.stdout, mask(output(found))
+    via_system = host.conda(alice, "search %s" % realconda.PACKAGE)
+    assert via_system.returncode == 0 and ALLOWED in via_system.stdout, mask(output(via_system))
+    rows = proxied(squid, allowed)
+    assert any(row["url"].endswith("/%s/noarch/repodata.json" % ALLOWED) and row["status"] == "200"
+               for row in rows), rows
+    assert {row["user"] for row in rows} == {"fleet"}, rows
+    assert allowed.log and {(entry["peer_uid"], entry["login"]) for entry in allowed.log} == {
+        (squid.uid, "reader")}, allowed.log
+
+    # Another channel on the command line is refused by conda itself: no request left for it.
+    refused = search(host, alice, other.channel_url)
+    assert refused.returncode != 0 and "ChannelNotAllowed" in output(refused), mask(output(refused))
     # The account's own ~/.condarc adds the other channel, and tries to extend the allowlist: still refused.
     host.write_file(alice, ".condarc", "channels:\n  - %s\nallowlist_channels:\n  - %s\n"
-                    % (channels.other, channels.other))
+                    % (other.channel_url, other.channel_url))
     shown = host.conda(alice, "config --show allowlist_channels --json")
-    assert json.loads(shown.stdout)["allowlist_channels"] == [channels.allowed], output(shown)
+    assert json.loads(shown.stdout)["allowlist_channels"] == [allowed.channel_url], mask(output(shown))
     via_condarc = host.conda(alice, "search %s" % realconda.PACKAGE)
-    assert via_condarc.returncode != 0 and "ChannelNotAllowed" in output(via_condarc), output(via_condarc)
-    assert search(host, alice, channels.other).returncode != 0
+    assert via_condarc.returncode != 0 and "ChannelNotAllowed" in output(via_condarc), mask(output(via_condarc))
+    assert search(host, alice, other.channel_url).returncode != 0
+    assert other.log == [] and other.requests == [], other.log
+    assert proxied(squid, other) == [], proxied(squid, other)
 
-    # Without the lock, the account's file extends the allowlist and the other channel works: #!final is what holds.
+    # Without the lock, the account's file extends the allowlist and the other channel works, through squid too:
+    # #!final is what holds (and the other channel would have answered).
     unlocked = host.configure("condarc_policy", dict(policy, final=False))
     assert unlocked["changed"] is True and unlocked["final"] == []
-    other = search(host, alice, channels.other)
-    assert other.returncode == 0 and realconda.PACKAGE in other.stdout, output(other)
+    reached = search(host, alice, other.channel_url)
+    assert reached.returncode == 0 and realconda.PACKAGE in reached.stdout, mask(output(reached))
+    assert {row["user"] for row in proxied(squid, other)} == {"fleet"}, proxied(squid, other)
+    assert other.log and {entry["peer_uid"] for entry in other.log} == {squid.uid}, other.log
 
     # absent removes exactly the keys named: the admin's file is back, byte for byte.
     removed = host.configure("condarc_policy", {"scope": "system", "state": "absent", "channels": [],
                                                 "allowlist_channels": []})
     assert removed["changed"] is True
     with open(system_file(host), "rb") as handle:
-        assert handle.read() == ORIGINAL
+        assert handle.read() == with_proxy
     assert host.configure("condarc_policy", {"scope": "system", "state": "absent", "channels": [],
                                              "allowlist_channels": []})["changed"] is False
+    host.configure("condarc_proxy", {"scope": "system", "state": "absent"})
+    with open(system_file(host), "rb") as handle:
+        assert handle.read() == ORIGINAL
 
 
 def test_disallowed_package_is_refused_by_conda(host, channels):
