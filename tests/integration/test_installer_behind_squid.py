@@ -12,81 +12,28 @@ log shows every download. Root only (squid drops to its own account, installs ru
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.server
-import io
 import json
 import os
 import pwd
 import shutil
 import signal
 import subprocess
-import tarfile
 import tempfile
 import threading
 import uuid
 
 import pytest
 
+import realconda
 from modulerun import call_module
+from realconda import CONDA_VERSION, build_installer
 from servers import LOOPBACK, _squid_user, socket_owner_uid
 
 pytestmark = [pytest.mark.slow]
 
-REAL_CONDA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "..",
-                          "shared", "real-conda")
-CONDA_VERSION = "26.7.2.dev56"
-
-HEADER = r"""#!/bin/bash
-# A Miniconda-style installer for condafleet's tests: bash THIS -b [-u] -p PREFIX installs conda into PREFIX.
-set -eu
-PREFIX=""; UPDATE=0
-while getopts "bup:h" opt; do
-  case "$opt" in
-    b) ;;
-    u) UPDATE=1 ;;
-    p) PREFIX=$OPTARG ;;
-    h) echo "usage: $0 [-b] [-u] [-p PREFIX]"; exit 0 ;;
-    *) exit 2 ;;
-  esac
-done
-[ -n "$PREFIX" ] || { echo "ERROR: this installer needs -p PREFIX" >&2; exit 2; }
-if [ -e "$PREFIX" ] && [ "$UPDATE" = 0 ]; then
-  echo "ERROR: File or directory already exists: '$PREFIX'" >&2
-  echo "If you want to update an existing installation, use the -u option." >&2
-  exit 1
-fi
-mkdir -p "$PREFIX/conda-meta" "$PREFIX/pkgs"
-echo "PREFIX=$PREFIX" > "$PREFIX/pkgs/.installer-placeholder"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-sed -n '/^__CONDAFLEET_PAYLOAD__$/,$p' "$0" | tail -n +2 | base64 -d | tar xzf - -C "$work"
-@FAIL@
-bash "$work/install.sh" "$PREFIX" >"$work/install.log" 2>&1 || { cat "$work/install.log" >&2; exit 1; }
-cat > "$PREFIX/conda-meta/conda-@VERSION@-py_0.json" <<EOF
-{"name": "conda", "version": "@VERSION@", "build": "py_0", "build_number": 0,
- "channel": "https://repo.anaconda.com/pkgs/main", "subdir": "noarch", "fn": "conda-@VERSION@-py_0.conda",
- "depends": [], "files": [], "paths_data": {"paths": [], "paths_version": 1}}
-EOF
-echo "installation finished."
-exit 0
-__CONDAFLEET_PAYLOAD__
-"""
-
-
-def build_installer(path: str, fail: bool = False) -> str:
-    """Write the test installer to ``path``; returns its SHA256."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name in ("install.sh", "requirements.txt", "conda-%s-src.tar.gz" % CONDA_VERSION):
-            tar.add(os.path.join(REAL_CONDA, name), arcname=name)
-    fail_step = "echo 'ERROR: payload corrupt (test failure)' >&2; exit 3" if fail else ""
-    script = HEADER.replace("@VERSION@", CONDA_VERSION).replace("@FAIL@", fail_step).encode()
-    data = script + base64.encodebytes(buffer.getvalue())
-    with open(path, "wb") as handle:
-        handle.write(data)
-    return hashlib.sha256(data).hexdigest()
+REAL_CONDA = os.path.dirname(realconda.INSTALLER)
 
 
 class InstallerServer:

@@ -10,10 +10,14 @@ Tests that need it skip, naming the install script, only when ``../shared/real-c
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import hashlib
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -181,3 +185,59 @@ def copy_etc(dest: str, attempts: int = 3) -> None:
                 return
         shutil.rmtree(dest, ignore_errors=True)
     raise RuntimeError("could not copy /etc to %s: %s" % (dest, proc.stderr[-1000:]))
+
+# --------------------------------------------------------------------------------------------
+# A Miniconda-style installer whose payload is this real conda (conda_installer's tests, the conda_security role's)
+
+CONDA_VERSION = "26.7.2.dev56"
+
+HEADER = r"""#!/bin/bash
+# A Miniconda-style installer for condafleet's tests: bash THIS -b [-u] -p PREFIX installs conda into PREFIX.
+set -eu
+PREFIX=""; UPDATE=0
+while getopts "bup:h" opt; do
+  case "$opt" in
+    b) ;;
+    u) UPDATE=1 ;;
+    p) PREFIX=$OPTARG ;;
+    h) echo "usage: $0 [-b] [-u] [-p PREFIX]"; exit 0 ;;
+    *) exit 2 ;;
+  esac
+done
+[ -n "$PREFIX" ] || { echo "ERROR: this installer needs -p PREFIX" >&2; exit 2; }
+if [ -e "$PREFIX" ] && [ "$UPDATE" = 0 ]; then
+  echo "ERROR: File or directory already exists: '$PREFIX'" >&2
+  echo "If you want to update an existing installation, use the -u option." >&2
+  exit 1
+fi
+mkdir -p "$PREFIX/conda-meta" "$PREFIX/pkgs"
+echo "PREFIX=$PREFIX" > "$PREFIX/pkgs/.installer-placeholder"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+sed -n '/^__CONDAFLEET_PAYLOAD__$/,$p' "$0" | tail -n +2 | base64 -d | tar xzf - -C "$work"
+@FAIL@
+bash "$work/install.sh" "$PREFIX" >"$work/install.log" 2>&1 || { cat "$work/install.log" >&2; exit 1; }
+cat > "$PREFIX/conda-meta/conda-@VERSION@-py_0.json" <<EOF
+{"name": "conda", "version": "@VERSION@", "build": "py_0", "build_number": 0,
+ "channel": "https://repo.anaconda.com/pkgs/main", "subdir": "noarch", "fn": "conda-@VERSION@-py_0.conda",
+ "depends": [], "files": [], "paths_data": {"paths": [], "paths_version": 1}}
+EOF
+echo "installation finished."
+exit 0
+__CONDAFLEET_PAYLOAD__
+"""
+
+
+def build_installer(path: str, fail: bool = False) -> str:
+    """Write the test installer to ``path`` (``fail``: one that stops half-way); returns its SHA256. Its payload
+    is ``../shared/real-conda``, run at the prefix by the installer as install.sh DEST."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name in ("install.sh", "requirements.txt", "conda-%s-src.tar.gz" % CONDA_VERSION):
+            tar.add(os.path.join(os.path.dirname(INSTALLER), name), arcname=name)
+    fail_step = "echo 'ERROR: payload corrupt (test failure)' >&2; exit 3" if fail else ""
+    script = HEADER.replace("@VERSION@", CONDA_VERSION).replace("@FAIL@", fail_step).encode()
+    data = script + base64.encodebytes(buffer.getvalue())
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return hashlib.sha256(data).hexdigest()
