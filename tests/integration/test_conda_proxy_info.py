@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import pwd
 import shutil
 import socket
 import stat
@@ -32,6 +31,7 @@ import uuid
 import pytest
 
 import realconda
+from accounts import throwaway_account
 from modulerun import run_adhoc
 from servers import (LOOPBACK, AccountSquid, ChannelServer, ProxyOnlyChannelServer, require, socket_owner_uid,
                      write_channel)
@@ -42,16 +42,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates a throwaway a
 @pytest.fixture
 def account():
     """A throwaway account whose home it can reach (pytest's tmp dirs are private to root)."""
-    name = "cfi" + uuid.uuid4().hex[:8]
-    base = tempfile.mkdtemp(prefix="condafleet-info-", dir="/var/tmp")
-    os.chmod(base, 0o755)
-    home = os.path.join(base, name)
-    subprocess.run(["useradd", "-m", "-d", home, "-s", "/bin/bash", name], check=True, capture_output=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", "-f", name], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
+    with throwaway_account("cfi") as entry:
+        yield entry
 
 
 def configure(module: str, args: dict) -> None:

@@ -25,7 +25,6 @@ import glob
 import hashlib
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -38,6 +37,8 @@ import time
 import uuid
 
 import pytest
+
+from accounts import throwaway_account  # tests/support
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="creates throwaway accounts and root-owned victims (needs root)")
@@ -62,26 +63,10 @@ TEMP_NAME = re.compile(r"^\..+\.tmp$")
 @pytest.fixture
 def account():
     """A throwaway account with a 0755 home under a root-owned 0755 dir in /var/tmp (deleted afterwards)."""
-    name = "cfh" + uuid.uuid4().hex[:8]
-    base = tempfile.mkdtemp(prefix="condafleet-hostile-", dir="/var/tmp")
-    os.chmod(base, 0o755)
-    home = os.path.join(base, name)
-    subprocess.run(["useradd", "-m", "-d", home, "-s", "/bin/bash", name], check=True, capture_output=True)
-    try:
-        entry = pwd.getpwnam(name)
+    with throwaway_account("cfh") as entry:
         # Many distributions create 0755 homes: other accounts can then read what is not 0600.
         as_account(entry, "chmod 0755 ~")
         yield entry
-    finally:
-        # kill anything the account still runs (by pid, from ps), then delete it
-        pids = subprocess.run(["pgrep", "-u", name], capture_output=True, text=True, check=False).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-        subprocess.run(["userdel", "-f", name], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _demote(account):

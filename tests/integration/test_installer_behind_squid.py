@@ -18,15 +18,14 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
-import uuid
 
 import pytest
 
 import realconda
+from accounts import throwaway_account
 from modulerun import call_module
 from realconda import CONDA_VERSION, build_installer
 from servers import LOOPBACK, _squid_user, socket_owner_uid
@@ -164,22 +163,8 @@ def work(tmp_path):
 
 @pytest.fixture
 def account():
-    name = "cfi" + uuid.uuid4().hex[:8]
-    base = tempfile.mkdtemp(prefix="condafleet-installer-home-", dir="/var/tmp")
-    os.chmod(base, 0o755)
-    home = os.path.join(base, name)
-    subprocess.run(["useradd", "-m", "-d", home, "-s", "/bin/bash", name], check=True, capture_output=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        pids = subprocess.run(["pgrep", "-u", name], capture_output=True, text=True, check=False).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-        subprocess.run(["userdel", "-f", name], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
+    with throwaway_account("cfn") as entry:
+        yield entry
 
 
 def squid_downloads(squid, name: str) -> list:
