@@ -327,8 +327,13 @@ install -m 0600 "$STAGE/authorized_keys" "$ROOT/root/.ssh/authorized_keys"
 uid=$UID_BASE
 for user in $USERS; do
     uid=$((uid + 1))
-    chroot "$ROOT" id -u "$user" >/dev/null 2>&1 || \
-        chroot "$ROOT" useradd --uid "$uid" --create-home --shell /bin/bash --password '*' "$user"
+    # A useradd another job runs in the real /etc at the same moment (h1's lower layer) can hold its lock for a
+    # moment: try again, a bounded number of times.
+    tries=0
+    until chroot "$ROOT" id -u "$user" >/dev/null 2>&1 || \
+          chroot "$ROOT" useradd --uid "$uid" --create-home --shell /bin/bash --password '*' "$user"; do
+        tries=$((tries + 1)); [ "$tries" -lt 10 ] || exit 1; sleep 0.3
+    done
     chroot "$ROOT" install -d -m 0755 -o "$user" -g "$user" "/home/$user"
     chroot "$ROOT" install -d -m 0700 -o "$user" -g "$user" "/home/$user/.ssh"
     cp "$STAGE/authorized_keys" "$ROOT/home/$user/.ssh/authorized_keys"
@@ -715,7 +720,22 @@ def _hosts(lab: _Lab, roots: dict[str, str], pubkey: str) -> None:
         started.append((proc, address))
     lab.save()
     for proc, address in started:
-        wait_tcp(lab.ctl, address, 22, proc)
+        try:
+            wait_tcp(lab.ctl, address, 22, proc)
+        except LabError as exc:
+            log = next(p["log"] for p in lab.state["processes"] if p["pid"] == proc.pid)
+            raise LabError("%s; the end of its log (%s):\n%s" % (exc, log, _tail(log)))
+
+
+def _tail(path: str, size: int = 2000) -> str:
+    """The last ``size`` bytes of a log, for a failure message (the run directory goes with the teardown)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - size))
+            return handle.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return "(unreadable: %s)" % exc
 
 
 def up(state_dir: str, prefix: str | None = None, cache_dir: str = CACHE_DIR, run_base: str = RUN_BASE,
