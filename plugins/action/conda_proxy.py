@@ -21,9 +21,9 @@ from ansible.plugins.action.normal import ActionModule as NormalAction
 from ansible_collections.condafleet.proxy.plugins.module_utils import _combined
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
 
-WINDOWS_SYSTEM_DIR = "C:\\ProgramData\\conda"
 DEFAULT_VERIFY_URL = "https://conda.anaconda.org/conda-forge/noarch/repodata.json"
 from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import (
+    WINDOWS_CONDA_DIR,
     HostKind,
     on_controller,
     refuse_root,
@@ -78,7 +78,7 @@ class ActionModule(NormalAction):
                 raise ValueError("; ".join(refused))
             for call in calls:
                 if call.method == "condarc" and host.windows and call.args.get("ssl_verify") == _combined.CA_SYSTEM_PATH:
-                    call.args["ssl_verify"] = host.join(WINDOWS_SYSTEM_DIR, _combined.CA_NAME)
+                    call.args["ssl_verify"] = host.join(WINDOWS_CONDA_DIR, _combined.CA_NAME)
                 try:
                     call.check()
                 except ValueError as exc:
@@ -121,7 +121,7 @@ class ActionModule(NormalAction):
         pem += b"" if pem.endswith(b"\n") else b"\n"
         for user in owners:
             if params["scope"] == "system":
-                path = host.join(WINDOWS_SYSTEM_DIR if host.windows else "/etc/conda", _combined.CA_NAME)
+                path = host.join(WINDOWS_CONDA_DIR if host.windows else "/etc/conda", _combined.CA_NAME)
             else:
                 path = host.join(host.home(user or None), ".conda", _combined.CA_NAME)
             if present:

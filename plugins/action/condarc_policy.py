@@ -11,10 +11,9 @@ the bytes are rendered by the same module_utils the module uses.
 
 from __future__ import annotations
 
-from ansible_collections.condafleet.proxy.plugins.module_utils import _condarc, _policy
-from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import ControllerFileEdit, HostKind
+from ansible_collections.condafleet.proxy.plugins.module_utils import _policy
+from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import ControllerFileEdit, HostKind, condarc_default_path
 
-WINDOWS_SYSTEM_DIR = "C:\\ProgramData\\conda"
 
 
 class ActionModule(ControllerFileEdit):
@@ -25,12 +24,7 @@ class ActionModule(ControllerFileEdit):
         return {"mutually_exclusive": _policy.MUTUALLY_EXCLUSIVE, "required_if": _policy.REQUIRED_IF}
 
     def default_path(self, params: dict, host: HostKind) -> str:
-        scope = params.get("scope") or "user"
-        if scope == "system":
-            return host.join(WINDOWS_SYSTEM_DIR if host.windows else _condarc.SYSTEM_DIR, _condarc.CONDARC_NAME)
-        if scope == "prefix":
-            return host.join(params["prefix"], _condarc.CONDARC_NAME)
-        return "~/" + _condarc.CONDARC_NAME
+        return condarc_default_path(params, host)
 
     def resolve(self, params: dict, host: HostKind) -> dict:
         _policy.spec_from_params(params)  # refuse bad values before the host is read

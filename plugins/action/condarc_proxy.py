@@ -13,9 +13,8 @@ from __future__ import annotations
 from ansible_collections.condafleet.proxy.plugins.module_utils import _condarc
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
 from ansible_collections.condafleet.proxy.plugins.module_utils._methods import refuse_system_password
-from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import ControllerFileEdit, HostKind
+from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import ControllerFileEdit, HostKind, condarc_default_path
 
-WINDOWS_SYSTEM_DIR = "C:\\ProgramData\\conda"
 
 
 class ActionModule(ControllerFileEdit):
@@ -26,12 +25,7 @@ class ActionModule(ControllerFileEdit):
         return {"mutually_exclusive": _condarc.MUTUALLY_EXCLUSIVE, "required_if": _condarc.REQUIRED_IF}
 
     def default_path(self, params: dict, host: HostKind) -> str:
-        scope = params.get("scope") or "user"
-        if scope == "system":
-            return host.join(WINDOWS_SYSTEM_DIR if host.windows else _condarc.SYSTEM_DIR, _condarc.CONDARC_NAME)
-        if scope == "prefix":
-            return host.join(params["prefix"], _condarc.CONDARC_NAME)
-        return "~/" + _condarc.CONDARC_NAME
+        return condarc_default_path(params, host)
 
     def resolve(self, params: dict, host: HostKind) -> dict:
         """conda does not expand ``~`` in ``ssl_verify``: write the account's home, as the module does. A literal

@@ -27,8 +27,11 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action.normal import ActionModule as NormalAction
 from ansible_collections.condafleet.proxy.plugins.module_utils._combined import validate_args
+from ansible_collections.condafleet.proxy.plugins.module_utils._condarc import CONDARC_NAME, SYSTEM_DIR
 
 FORCE_VAR = "condafleet_proxy_edit_on_controller"
+# conda's system directory on Windows (C:/ProgramData/conda, as conda's search path names it).
+WINDOWS_CONDA_DIR = "C:\\ProgramData\\conda"
 
 # Options the module handles that the controller-side path cannot honour the same way.
 _POSIX_ONLY = ("owner", "group", "seuser", "serole", "setype", "selevel", "unsafe_writes", "attributes")
@@ -76,6 +79,17 @@ def on_controller(action: NormalAction, task_vars: dict) -> HostKind | None:
     if boolean(forced, strict=False):
         return HostKind(False)
     return None
+
+
+def condarc_default_path(params: dict, host: HostKind) -> str:
+    """The .condarc a condarc_proxy or condarc_policy task edits on ``host`` without ``path``: the system
+    directory of its OS, the prefix, or the account's home (``~/``, which :meth:`HostKind.expand_home` resolves)."""
+    scope = params.get("scope") or "user"
+    if scope == "system":
+        return host.join(WINDOWS_CONDA_DIR if host.windows else SYSTEM_DIR, CONDARC_NAME)
+    if scope == "prefix":
+        return host.join(params["prefix"], CONDARC_NAME)
+    return "~/" + CONDARC_NAME
 
 
 def refuse_root(params: dict) -> None:
