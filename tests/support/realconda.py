@@ -186,6 +186,7 @@ def copy_etc(dest: str, attempts: int = 3) -> None:
         shutil.rmtree(dest, ignore_errors=True)
     raise RuntimeError("could not copy /etc to %s: %s" % (dest, proc.stderr[-1000:]))
 
+
 # --------------------------------------------------------------------------------------------
 # A Miniconda-style installer whose payload is this real conda (conda_installer's tests, the conda_security role's)
 
