@@ -16,7 +16,6 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._methods import r
 from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import ControllerFileEdit, HostKind, condarc_default_path
 
 
-
 class ActionModule(ControllerFileEdit):
     def argument_spec(self) -> dict:
         return _condarc.argument_spec()
