@@ -62,7 +62,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "support"))
 
 import realconda  # noqa: E402  (tests/support is not a package)
-from servers import _apr1, _squid_user, socket_owner_uid  # noqa: E402
+from servers import ChannelHandler, _apr1, _squid_user, basic_authorization, socket_owner_uid  # noqa: E402
 
 CACHE_DIR = os.environ.get("CONDAFLEET_LAB_CACHE", "/var/cache/condafleet-lab")
 RUN_BASE = os.environ.get("CONDAFLEET_LAB_RUN", "/var/tmp/condafleet-lab")
@@ -443,20 +443,12 @@ def serve_channel(root: str, port: int, auth_file: str, log_path: str, only_uid:
 
     with open(auth_file) as handle:
         auth = json.load(handle)
-    expected = "Basic " + base64.b64encode(("%s:%s" % (auth["login"], auth["password"])).encode()).decode()
+    expected = basic_authorization(auth["login"], auth["password"])
     lock = threading.Lock()
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, directory=root, **kwargs)
-
-        def _answer(self, code: int, body: bytes) -> None:
-            self.send_response(code)
-            if code == 401:
-                self.send_header("WWW-Authenticate", 'Basic realm="condafleet-lab-channel"')
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class Handler(ChannelHandler):
+        channel_root = root
+        realm = "condafleet-lab-channel"
 
         def _allowed(self) -> bool:
             peer_uid = self.server.peer_uid(self.client_address)
@@ -473,9 +465,9 @@ def serve_channel(root: str, port: int, auth_file: str, log_path: str, only_uid:
                            "tls": isinstance(self.connection, ssl.SSLSocket),
                            "via": self.headers.get("Via"), "forwarded_for": self.headers.get("X-Forwarded-For")}
             if status == 403:
-                self._answer(403, b"direct access refused: only the proxy may connect\n")
+                self.answer(403, b"direct access refused: only the proxy may connect\n")
             elif status == 401:
-                self._answer(401, b"channel credentials required\n")
+                self.answer(401, b"channel credentials required\n")
             return status == 200
 
         def send_response(self, code, message=None) -> None:

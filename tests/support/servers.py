@@ -276,6 +276,30 @@ def _squid_user() -> str:
     return "nobody"
 
 
+def basic_authorization(login: str, password: str) -> str:
+    """The ``Authorization`` header value of Basic credentials, as clients send it."""
+    return "Basic " + base64.b64encode(("%s:%s" % (login, password)).encode()).decode()
+
+
+class ChannelHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files under :attr:`channel_root` (set by a subclass) and answers refusals in one way: a short
+    body, and the ``WWW-Authenticate`` challenge of :attr:`realm` with a 401."""
+
+    channel_root = "."
+    realm = "condafleet-channel"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, directory=self.channel_root, **kwargs)
+
+    def answer(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        if code == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="%s"' % self.realm)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, fmt, *args) -> None:  # keep test output clean; requests are counted instead
         self.server.requests.append(self.path)
@@ -349,7 +373,7 @@ class BasicAuthServer(_ThreadServer):
     """A site that answers 200 only with the right Basic credentials (for ``curl --netrc-file``)."""
 
     def __init__(self, username: str, password: str) -> None:
-        expected = "Basic " + base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+        expected = basic_authorization(username, password)
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 -- http.server's naming
@@ -382,29 +406,20 @@ class AuthChannelServer(_ThreadServer):
     """
 
     def __init__(self, root: str, username: str, password: str, require_via: bool = False) -> None:
-        expected = "Basic " + base64.b64encode(("%s:%s" % (username, password)).encode()).decode()
+        expected = basic_authorization(username, password)
 
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs) -> None:
-                super().__init__(*args, directory=root, **kwargs)
-
-            def _refuse(self, code: int, body: bytes) -> None:
-                self.send_response(code)
-                if code == 401:
-                    self.send_header("WWW-Authenticate", 'Basic realm="condafleet-channel"')
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Handler(ChannelHandler):
+            channel_root = root
 
             def _allowed(self) -> bool:
                 authorized = self.headers.get("Authorization") == expected
                 via = self.headers.get("Via") or ""
                 self.server.log.append((self.path, authorized, via))
                 if not authorized:
-                    self._refuse(401, b"channel credentials required\n")
+                    self.answer(401, b"channel credentials required\n")
                     return False
                 if require_via and not via:
-                    self._refuse(403, b"direct access refused: use the proxy\n")
+                    self.answer(403, b"direct access refused: use the proxy\n")
                     return False
                 return True
 
@@ -522,20 +537,10 @@ class ProxyOnlyChannelServer(_ThreadServer):
     """
 
     def __init__(self, root: str, credentials: dict[str, str], only_uid: int, tls_dir: str | None = None) -> None:
-        expected = {"Basic " + base64.b64encode(("%s:%s" % item).encode()).decode(): item[0]
-                    for item in credentials.items()}
+        expected = {basic_authorization(login, password): login for login, password in credentials.items()}
 
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs) -> None:
-                super().__init__(*args, directory=root, **kwargs)
-
-            def _answer(self, code: int, body: bytes) -> None:
-                self.send_response(code)
-                if code == 401:
-                    self.send_header("WWW-Authenticate", 'Basic realm="condafleet-channel"')
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        class Handler(ChannelHandler):
+            channel_root = root
 
             def _allowed(self) -> bool:
                 peer_uid = socket_owner_uid(self.client_address[:2], self.server.server_address[:2])
@@ -557,9 +562,9 @@ class ProxyOnlyChannelServer(_ThreadServer):
                 self._entry = {"path": self.path.split("?")[0], "login": sent, "peer_uid": peer_uid, "status": status}
                 self.server.log.append(self._entry)
                 if status == 403:
-                    self._answer(403, b"direct access refused: only the proxy may connect\n")
+                    self.answer(403, b"direct access refused: only the proxy may connect\n")
                 elif status == 401:
-                    self._answer(401, b"channel credentials required\n")
+                    self.answer(401, b"channel credentials required\n")
                 return status == 200
 
             def send_response(self, code, message=None) -> None:
