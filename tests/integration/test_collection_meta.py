@@ -82,6 +82,15 @@ def test_tarball_ships_the_collection_and_nothing_local(installed):
     assert leaked == []
 
 
+def test_no_placeholder_link_reaches_a_user(installed):
+    """Galaxy and the docs site show repository/documentation/homepage/issues as links: real ones or none."""
+    with tarfile.open(installed["tarball"]) as tar:
+        info = json.load(tar.extractfile("MANIFEST.json"))["collection_info"]
+    links = {key: info.get(key) for key in ("repository", "documentation", "homepage", "issues")}
+    for key, url in links.items():
+        assert url is None or not any(fake in url for fake in (".invalid", "example.", "localhost")), (key, url)
+
+
 def test_installed_copy_lists_every_module(installed):
     if not MODULES:
         pytest.skip("no module in plugins/modules yet")
