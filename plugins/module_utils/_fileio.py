@@ -231,6 +231,15 @@ def _existing_directory(path: str) -> str:
     return directory
 
 
+def denied(message: str, error: int = errno.EACCES) -> FileRefused:
+    """The refusal for a file the account running the module may not read or write (``error``: the errno).
+    Without root that is a file of root's, as every scope=system file is: the message then names the fix."""
+    if error not in (errno.EACCES, errno.EPERM) or os.geteuid() == 0:
+        return FileRefused(message)
+    return FileRefused("%s; %s is not root: run the task with become: true (scope=system files belong to root)"
+                       % (message, _account_of_uid(os.geteuid(), os.getegid()).name))
+
+
 def _remove_stale_temp_files(directory: str, name: str) -> None:
     """Temp files of ``name`` that a killed run of this collection left (this run holds the lock)."""
     prefix = ".%s.%s." % (name, TEMP_MARK)
@@ -287,7 +296,7 @@ def read_existing(path: str, single_link: bool = False) -> bytes | None:
             return None
         if exc.errno == errno.ELOOP:
             raise FileRefused("%s is a symlink; refusing to follow it" % path)
-        raise FileRefused("cannot read %s: %s" % (path, exc.strerror))
+        raise denied("cannot read %s: %s" % (path, exc.strerror), exc.errno)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -355,7 +364,7 @@ def ensure_directory(module: AnsibleModule, path: str, account: Account, mode: i
         try:
             os.mkdir(directory, mode)
         except OSError as exc:
-            raise FileRefused("cannot create directory %s: %s" % (directory, exc.strerror))
+            raise denied("cannot create directory %s: %s" % (directory, exc.strerror), exc.errno)
         if account.is_other and (os.path.realpath(directory) + os.sep).startswith(home):
             os.chown(directory, account.uid, account.gid)
     return True
@@ -389,7 +398,7 @@ def _write_atomic(module: AnsibleModule, path: str, content: bytes) -> None:
         fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".%s.%s." % (os.path.basename(path), TEMP_MARK),
                                         suffix=".tmp")
     except OSError as exc:
-        raise FileRefused("cannot write %s: %s" % (path, exc.strerror))
+        raise denied("cannot write %s: %s" % (path, exc.strerror), exc.errno)
     module.add_cleanup_file(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -468,7 +477,7 @@ def apply_edit(
                 try:
                     os.unlink(path)
                 except OSError as exc:
-                    raise FileRefused("cannot remove %s: %s" % (path, exc.strerror))
+                    raise denied("cannot remove %s: %s" % (path, exc.strerror), exc.errno)
             else:
                 _write_atomic(module, path, after)
     if after is not None and (before is not None or not module.check_mode):
@@ -538,8 +547,9 @@ class FileEdit:
         with acting_as(self.identity):
             directory = _existing_directory(self.real)
             if not os.access(directory, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-                who = self.identity.name if self.identity is not None else "the account running the module"
-                raise FileRefused("cannot write %s: %s is not writable by %s" % (self.real, directory, who))
+                who = self.identity or _account_of_uid(os.geteuid(), os.getegid())
+                message = "cannot write %s: %s is not writable by %s" % (self.real, directory, who.name)
+                raise FileRefused(message) if self.identity is not None else denied(message)
 
     @property
     def content_changes(self) -> bool:

@@ -194,3 +194,37 @@ def test_a_directory_writable_by_a_group_other_than_roots_is_refused(tree, nobod
     os.chown(tree / "shared", 0, nobody.gid)
     with pytest.raises(_fileio.FileRefused, match="writable by other accounts"):
         _fileio.controlling_account(str(tree / "shared" / "f"))
+
+
+def _read_as(uid: int, gid: int, path: str, queue) -> None:
+    os.setgid(gid)
+    os.setuid(uid)
+    try:
+        _fileio.read_existing(path)
+        queue.put("read")
+    except _fileio.FileRefused as exc:
+        queue.put(str(exc))
+
+
+@ROOT_ONLY
+def test_a_refusal_without_root_names_become(tmp_path, nobody):
+    """A file of root's the (non-root) account running the module may not read: the message says what to do."""
+    os.chmod(tmp_path, 0o755)
+    secret = tmp_path / ".condarc"
+    secret.write_text("proxy_servers: {}\n")
+    secret.chmod(0o600)
+    queue = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=_read_as, args=(nobody.uid, nobody.gid, str(secret), queue))
+    child.start()
+    child.join(30)
+    assert queue.get(timeout=5) == ("cannot read %s: Permission denied; nobody is not root: run the task with become: "
+                                    "true (scope=system files belong to root)" % secret)
+    # As root, or for any other error, the message stays as it was.
+    assert str(_fileio.denied("cannot write x: Permission denied")) == "cannot write x: Permission denied"
+
+
+def test_denied_adds_nothing_to_other_errors():
+    import errno
+
+    assert str(_fileio.denied("cannot write x: No space left on device", errno.ENOSPC)) == \
+        "cannot write x: No space left on device"
