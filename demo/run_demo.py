@@ -20,6 +20,9 @@ Steps (no root, no existing proxy, nothing outside 127.0.0.1 and a temporary wor
    ``proxy_servers`` + ~/.netrc, demo/conda_like_fetch.py) fetches the repodata instead; the summary
    says which of the two ran.
 5. The proxy log shows the requests and the channel saw them arrive through the proxy.
+6. Every file of the work directory holding a secret is private (0600): the modules make an account's own
+   files private when they hold a literal password, and the demo creates its own files with umask 077.
+   A file holding a secret that others could read is a warning of the summary.
 
 It prints a short summary without secrets, stops everything it started by pid (also on failure or
 SIGTERM) and exits non-zero when any check fails. ``--json FILE`` writes the outcome for tests.
@@ -283,6 +286,7 @@ def demo(args: argparse.Namespace, work: str, stack: contextlib.ExitStack, outco
     outcome["channel_tarball_via_hits"] = len([entry for entry in seen if entry[0] == TARBALL and entry[1] and entry[2]])
     outcome["channel_direct_hits"] = len([entry for entry in seen if not entry[2]])
     outcome["channel_via"] = sorted({entry[2] for entry in seen if entry[1] and entry[2]})
+    outcome["secret_files"] = secret_files(work, secrets_)
     outcome["seconds"] = round(time.monotonic() - started, 1)
 
     problems = []
@@ -319,6 +323,40 @@ def demo(args: argparse.Namespace, work: str, stack: contextlib.ExitStack, outco
         raise DemoError("; ".join(problems) + "\nlogin shell output:\n" + secrets_.mask(shell["_raw"]))
 
 
+# Not searched for secrets: the built collection, conda's environment and package cache (no secret goes there;
+# the proxy and channel credentials are only in the files the playbook writes and in the demo's own config).
+NOT_SEARCHED = ("collections", "dist", "conda-env", "conda-pkgs", "channel")
+
+
+def secret_files(work: str, secrets_: Secrets) -> dict[str, str]:
+    """``{path relative to work: mode}`` for every regular file under ``work`` that holds a secret (any form)."""
+    found = {}
+    forms = [value.encode() for value in secrets_.values]
+    for dirpath, dirnames, filenames in os.walk(work):
+        if dirpath == work:
+            dirnames[:] = [name for name in dirnames if name not in NOT_SEARCHED]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > 4 << 20:
+                continue
+            with open(path, "rb") as handle:
+                data = handle.read()
+            if any(form in data for form in forms):
+                found[os.path.relpath(path, work)] = "%04o" % stat.S_IMODE(info.st_mode)
+    return found
+
+
+def secret_warnings(outcome: dict) -> list[str]:
+    """What a look at the kept sandbox would show: secrets in files others can read, or on a command line."""
+    warnings = ["%s holds a secret and is readable by others (mode %s)" % (path, mode)
+                for path, mode in sorted(outcome.get("secret_files", {}).items()) if int(mode, 8) & 0o077]
+    if outcome.get("proxy") == "proxypy":
+        warnings.append("proxy.py gets the demo proxy's password on its command line (other local accounts can "
+                        "see it with ps while the demo runs; tinyproxy reads it from a 0600 file)")
+    return warnings
+
+
 def summary(outcome: dict) -> str:
     recap = outcome.get("recap", [{}, {}])
     conda = outcome.get("conda", {})
@@ -336,6 +374,7 @@ def summary(outcome: dict) -> str:
             "    conda-like fetch (~/.condarc + ~/.netrc)   -> HTTP %s" % outcome.get("python_result", {}).get("status"),
         ]
     direct = outcome.get("direct_request", {})
+    warnings = sorted({w for run_ in recap for w in run_.get("warnings", [])}) + secret_warnings(outcome)
     return "\n".join([
         "condafleet.proxy demo: OK (%ss)" % outcome.get("seconds"),
         "  collection : %s installed offline into %s" % (outcome.get("tarball"), outcome.get("collections_path")),
@@ -346,7 +385,9 @@ def summary(outcome: dict) -> str:
         % (REPODATA, direct.get("status"), direct.get("body")),
         "  playbook   : run 1 changed=%s, run 2 changed=%s (condarc_proxy, env_proxy, netrc_entry)"
         % (recap[0].get("changed"), recap[1].get("changed")),
-        "  warnings   : %s" % ("; ".join(sorted({w for run_ in recap for w in run_.get("warnings", [])})) or "none"),
+        "  warnings   : %s" % ("; ".join(warnings) or "none"),
+        "  secrets    : held by %s" % (", ".join("<work>/%s (%s)" % item for item in sorted(
+            outcome.get("secret_files", {}).items())) or "no file"),
         "  login shell: env -i HOME=<sandbox> bash -l  (http_proxy %s, no_proxy=%s, ~/.netrc mode %s)"
         % (outcome.get("shell", {}).get("shell_http_proxy") or "missing", outcome.get("shell", {}).get("shell_no_proxy"),
            outcome.get("netrc_mode")),
@@ -375,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the outcome (no secrets) to this file")
     args = parser.parse_args(argv)
 
+    # Every file the demo and its servers create is private: the sandbox holds the proxy and channel passwords.
+    os.umask(0o077)
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
         if os.listdir(args.workdir):

@@ -122,6 +122,20 @@ def test_demo_end_to_end(proxy, conda, tmp_path):
     # The playbook runs without a warning (a module that forgets no_log on an option named *password*...).
     assert first["warnings"] == [] and second["warnings"] == []
 
+    # What --keep leaves holds the passwords only in private files (the modules' own rule for an account's files
+    # with a literal password, umask 077 for the demo's own), and the summary lists them; proxy.py's command line
+    # is the one exposure left, and the summary says so instead of "warnings: none".
+    held = outcome["secret_files"]
+    for path in ("home/.condarc", "home/.profile", "home/.netrc", "demo-vars.json"):
+        assert held.get(path) == "0600", held
+    assert set(held.values()) == {"0600"}, held
+    assert "  secrets    : held by <work>/demo-vars.json (0600), <work>/home/.condarc (0600)" in proc.stdout
+    if proxy == "tinyproxy":
+        assert held["tinyproxy/tinyproxy.conf"] == "0600"
+        assert "  warnings   : none\n" in proc.stdout
+    else:
+        assert "  warnings   : proxy.py gets the demo proxy's password on its command line" in proc.stdout
+
 
 def test_demo_refuses_a_non_empty_workdir(tmp_path):
     (tmp_path / "something").write_text("x")
@@ -145,3 +159,32 @@ def test_demo_says_when_real_conda_is_absent(monkeypatch):
     assert chosen["reason"] == "/nonexistent/shared/real-conda/install.sh is absent"
     with pytest.raises(run_demo.DemoError, match="--conda real needs /nonexistent/shared/real-conda/install.sh"):
         run_demo.choose_conda("real")
+
+
+def _run_demo_module():
+    sys.path.insert(0, os.path.dirname(DEMO))
+    try:
+        import run_demo
+    finally:
+        sys.path.remove(os.path.dirname(DEMO))
+    return run_demo
+
+
+def test_a_secret_readable_by_others_is_a_warning(tmp_path):
+    """The summary never says "warnings: none" while a file holding a secret is readable by others."""
+    run_demo = _run_demo_module()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".profile").write_text("export http_proxy='http://fleet:%s@127.0.0.1:3128'\n" % "p%40ss")
+    (home / ".profile").chmod(0o644)
+    (home / ".netrc").write_text("machine 127.0.0.1 login reader password ch@n\n")
+    (home / ".netrc").chmod(0o600)
+    (home / ".bashrc").write_text("nothing secret\n")
+    (home / ".bashrc").chmod(0o644)
+    outcome = {"recap": [{"warnings": []}, {"warnings": []}], "proxy": "tinyproxy",
+               "secret_files": run_demo.secret_files(str(tmp_path), run_demo.Secrets("p@ss", "ch@n"))}
+    assert outcome["secret_files"] == {"home/.profile": "0644", "home/.netrc": "0600"}
+    text = run_demo.summary(outcome)
+    assert "  warnings   : home/.profile holds a secret and is readable by others (mode 0644)\n" in text
+    assert "<work>/home/.netrc (0600), <work>/home/.profile (0644)" in text
+    assert "p@ss" not in text and "ch@n" not in text
