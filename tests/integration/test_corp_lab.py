@@ -1,0 +1,132 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The corporate-proxy lab of issue 14 (tests/support/corpauth.py), each part proven with a real client.
+
+A non-root account with a Kerberos ticket from the lab's MIT KDC fetches a channel file through squid requiring
+Negotiate (``curl --proxy-negotiate -U :``) and squid logs its principal; without the ticket the same request
+gets 407. curl speaks NTLM to the squid requiring it, which logs the NTLM user. A PAC file is served and fetched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from accounts import throwaway_account
+from corpauth import KRB5_PROGRAMS, NEGOTIATE_HELPER, NTLM_HELPER, REALM, Kdc, NegotiateSquid, NtlmSquid, \
+    PacServer, pac_script
+from servers import require
+
+pytestmark = pytest.mark.slow
+
+CHANNEL_FILE = "/fleet-channel/noarch/repodata.json"
+
+
+def fetch(proxy: str, url: str, *options: str) -> subprocess.CompletedProcess:
+    """curl through ``proxy``: stdout is the HTTP status, the body is thrown away."""
+    return subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
+                           "--proxy", proxy, *options, url], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def kdc():
+    require(*KRB5_PROGRAMS)
+    with Kdc() as server:
+        yield server
+
+
+@pytest.fixture
+def negotiate_squid(kdc):
+    require("/usr/sbin/squid", NEGOTIATE_HELPER, "curl")
+    with NegotiateSquid(kdc) as proxy:
+        yield proxy
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates an account (needs root)")
+def test_ticket_holder_passes_negotiate_squid_and_is_logged(kdc, negotiate_squid, channel):
+    url = channel.url + CHANNEL_FILE
+    with throwaway_account("krb") as account:
+        principal = kdc.add_user(account.pw_name, "t1ck#t pw:%s" % account.pw_uid)
+        kdc.kinit_as(account, principal, "t1ck#t pw:%s" % account.pw_uid)
+        listed = kdc.as_account(account, "klist")
+        assert principal in listed.stdout, listed.stderr
+
+        for proxy in (negotiate_squid.localhost_url, negotiate_squid.url):
+            command = "curl -sS -o /dev/null -w '%%{http_code}' --max-time 20 --proxy %s --proxy-negotiate -U : %s" % (
+                proxy, url)
+            with_ticket = kdc.as_account(account, command)
+            assert with_ticket.stdout == "200", (proxy, with_ticket.stdout, with_ticket.stderr)
+        users = {entry["user"] for entry in negotiate_squid.entries() if entry["status"] == "200"}
+        assert users == {principal}, negotiate_squid.log()
+        assert principal.endswith("@" + REALM)
+
+        kdc.kdestroy_as(account)
+        assert not os.path.exists(kdc.ccache_for(account))
+        without_ticket = kdc.as_account(account, command)
+        assert without_ticket.stdout == "407", (without_ticket.stdout, without_ticket.stderr)
+
+
+def test_negotiate_squid_refuses_without_negotiate(negotiate_squid, channel):
+    url = channel.url + CHANNEL_FILE
+    assert fetch(negotiate_squid.url, url).stdout == "407"
+    # Basic credentials are not a way in: the squid offers Negotiate only.
+    assert fetch(negotiate_squid.url, url, "--proxy-user", "someone:pw").stdout == "407"
+    assert not [entry for entry in negotiate_squid.entries() if entry["status"] == "200"]
+
+
+def test_ticket_of_another_realm_is_refused(kdc, negotiate_squid, channel, tmp_path):
+    """A ticket from a second KDC (same realm name, other keys) does not open the squid: the keytab is checked."""
+    with Kdc() as stranger:
+        principal = stranger.add_user("mallory", "m4llory")
+        env = dict(os.environ, KRB5_CONFIG=stranger.krb5_conf, KRB5CCNAME="FILE:%s" % (tmp_path / "cc"))
+        subprocess.run(["kinit", principal], input="m4llory\n", env=env, capture_output=True, text=True, timeout=60,
+                       check=True)
+        # The stranger's krb5.conf names the stranger's KDC, so the service ticket comes from there.
+        stranger.service_keytab(str(tmp_path / "unused.keytab"))
+        proc = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
+                               "--proxy", negotiate_squid.localhost_url, "--proxy-negotiate", "-U", ":",
+                               channel.url + CHANNEL_FILE], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.stdout == "407", (proc.stdout, proc.stderr)
+
+
+def test_ntlm_squid_takes_curl_ntlm_and_logs_the_user(channel):
+    require("/usr/sbin/squid", NTLM_HELPER, "curl")
+    url = channel.url + CHANNEL_FILE
+    with NtlmSquid() as proxy:
+        assert fetch(proxy.url, url).stdout == "407"
+        ok = fetch(proxy.url, url, "--proxy-ntlm", "-U", "ntlmuser:any-password")
+        assert ok.stdout == "200", ok.stderr
+        users = [entry["user"] for entry in proxy.entries() if entry["status"] == "200"]
+        # ntlm_fake_auth checks no password and names the user as the client sent it.
+        assert len(users) == 1 and "ntlmuser" in users[0], proxy.log()
+
+
+def test_pac_file_is_served():
+    routes = {"channel.corp.test": "PROXY 127.0.0.1:3128", "direct.corp.test": "DIRECT"}
+    script = pac_script(routes)
+    with PacServer(script) as server:
+        got = subprocess.run(["curl", "-sS", "-D", "-", "--max-time", "10", "--noproxy", "*", server.pac_url],
+                             capture_output=True, text=True, timeout=30, check=False)
+        assert got.returncode == 0, got.stderr
+        headers, _, body = got.stdout.partition("\n\n")  # text mode: CRLF read as LF
+        assert body == script
+        assert "application/x-ns-proxy-autoconfig" in headers
+        missing = fetch("", server.url + "/wpad.dat", "--noproxy", "*")
+        assert missing.stdout == "404"
+        assert server.requests == ["/proxy.pac", "/wpad.dat"]
+
+
+def test_pac_script_routes_each_host():
+    """The PAC file is JavaScript: a real engine (node) sends the listed host to the proxy, the rest direct."""
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("not installed: node (to evaluate the PAC file)")
+    script = pac_script({"a.corp.test": "PROXY 127.0.0.1:3128"})
+    probe = script + "".join("console.log(FindProxyForURL('http://%s/x', '%s'));" % (host, host)
+                             for host in ("a.corp.test", "b.corp.test"))
+    out = subprocess.run([node, "-e", probe], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert out.splitlines() == ["PROXY 127.0.0.1:3128", "DIRECT"]
