@@ -106,6 +106,7 @@ STATUS_LABELS = {
     "ok": "ok",
 }
 RANK = {status: rank for rank, status in enumerate(STATUSES)}
+SOURCE_LABELS = {"condarc": ".condarc", "env": "login environment"}
 
 CONDA_PROXY = "condafleet.proxy.conda_proxy"
 CONDA_PROXY_INFO = "condafleet.proxy.conda_proxy_info"
@@ -380,7 +381,8 @@ th{background:#f6f8fa;position:sticky;top:0}
 html.js th{cursor:pointer}html.js th:after{content:" \\2195";color:#8c959f}
 th[aria-sort=ascending]:after{content:" \\2191"}th[aria-sort=descending]:after{content:" \\2193"}
 tr[class*=status-] td:first-child{border-left:6px solid var(--c)}
-td ul{margin:0;padding-left:1.1em}.muted{color:#57606a}code{font-size:12px;overflow-wrap:anywhere}
+td ul{margin:0;padding-left:1.1em}td small{color:#57606a}td:nth-child(4),td:nth-child(5),td:nth-child(6){min-width:10em}td:nth-child(8){min-width:16em}
+.group h3{margin:.5em 0 .2em;font-size:1em}.muted{color:#57606a}code{font-size:12px;overflow-wrap:anywhere}
 """
 
 # Counts the hosts of each status from the table (so a reader of the DOM sees the script ran: data-rendered),
@@ -397,6 +399,7 @@ _JS = """
     var n = String(counts[li.getAttribute('data-status')] || 0);
     li.setAttribute('data-rendered', n); li.querySelector('.n').textContent = n;
   });
+  var sorters = {};
   document.querySelectorAll('#accounts th').forEach(function (th, i) {
     th.tabIndex = 0;
     function sort() {
@@ -410,7 +413,11 @@ _JS = """
     }
     th.addEventListener('click', sort);
     th.addEventListener('keydown', function (e) { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sort(); } });
+    sorters[th.getAttribute('data-column')] = sort;
   });
+  // A link can carry a sort order: #sort=host (ascending) or #sort=-host (descending).
+  var wanted = /^#sort=(-?)([a-z]+)$/.exec(location.hash);
+  if (wanted && sorters[wanted[2]]) { sorters[wanted[2]](); if (wanted[1]) { sorters[wanted[2]](); } }
   root.setAttribute('data-report', 'ready');
 })();
 """
@@ -443,15 +450,25 @@ def _row_html(host: dict, entry: dict, anchor: str | None) -> str:
                  % (RANK[status], _escape(host["host"]), status, _escape(STATUS_LABELS[status])))
     if entry["verified"]:
         for kind in ("repodata", "packages"):
-            if entry[kind]:
-                cells.append("<td><code>%s</code></td>" % _escape(describe_route(entry[kind])))
+            route = entry[kind]
+            if route:
+                if route.get("proxy"):
+                    shown = "<code>%s</code>" % _escape(route["proxy"])
+                else:
+                    shown = "direct"
+                origin = "from %s" % route["setting"] if route.get("setting") else "no proxy setting"
+                if route.get("source") in SOURCE_LABELS:
+                    origin += " (%s)" % SOURCE_LABELS[route["source"]]
+                cells.append('<td data-sort="%s">%s<br><small>%s</small></td>'
+                             % (_escape(describe_route(route)), shown, _escape(origin)))
             else:
                 cells.append('<td class="muted">not asked (no url)</td>')
         probe = entry["probe"]
-        text = describe_probe(probe)
-        if probe and probe.get("proxy"):
-            text += " via %s" % probe["proxy"]
-        cells.append("<td>%s</td>" % _escape(text or "not run (no url)"))
+        if probe:
+            via = "via %s" % probe["proxy"] if probe.get("proxy") else "direct"
+            cells.append("<td>%s<br><small><code>%s</code></small></td>" % (_escape(describe_probe(probe)), _escape(via)))
+        else:
+            cells.append('<td class="muted">not run (no url)</td>')
     else:
         cells.append('<td class="muted">not verified</td><td class="muted">not verified</td>'
                      '<td class="muted">not run</td>')
