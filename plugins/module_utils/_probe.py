@@ -22,6 +22,12 @@ dropped, keys are then tried as requests does (``scheme://host``, ``scheme``, ``
 empty value means "connect directly". So ``.condarc`` and a login shell's ``https_proxy`` that name different
 proxies (or the same one with other credentials) make conda use both.
 
+On Windows, "the environment's proxies" are ``urllib.request.getproxies()``: the ``*_proxy`` variables, or, when
+not one of them is set (``no_proxy`` counts), the Internet Settings (WinINET) proxy of the registry
+(``getproxies_registry``), whose ``ProxyOverride`` list then decides the bypass (requests'
+``proxy_bypass_registry``). :func:`wininet_proxies` and :func:`wininet_bypassed` copy those two functions; the
+unit tests run the originals against the same registry values.
+
 Also here: ``${VAR}`` expansion with the account's environment, the checks conda's URL parsing makes of the
 result, and a bounded reader for files an account controls. Pure functions otherwise; no AnsibleModule.
 """
@@ -36,6 +42,8 @@ import socket
 import ssl
 import stat
 
+from ansible_collections.condafleet.proxy.plugins.module_utils._condarc import read_proxy_settings
+
 try:
     from urllib.error import HTTPError, URLError
     from urllib.parse import urlsplit
@@ -43,6 +51,9 @@ except ImportError:  # pragma: no cover
     pass
 
 REQUEST_KINDS = ("repodata", "packages")
+
+# The setting a proxy from the Windows registry is reported under.
+WININET_SETTING = "WinINET ProxyServer"
 
 # conda reads a .condarc whole; a .netrc, a CA bundle likewise. Larger than this is not a configuration file.
 MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -116,6 +127,62 @@ def env_proxy_variables(env: dict) -> dict:
     return names
 
 
+def any_proxy_variable(env: dict) -> bool:
+    """Whether ``urllib.request.getproxies_environment`` finds anything: any non-empty ``*_proxy`` variable, in
+    any case, ``no_proxy`` included. On Windows that alone keeps the registry's proxy out."""
+    return any(value and name.lower().endswith("_proxy") for name, value in env.items())
+
+
+def wininet_proxies(settings: dict | None) -> dict:
+    """``{scheme: proxy URL}`` from the Internet Settings values ``ProxyEnable`` and ``ProxyServer``, as CPython's
+    ``urllib.request.getproxies_registry`` reads them (``host:port`` for every scheme, or ``http=...;https=...``;
+    no scheme means ``http://``; a ``socks=`` entry serves http and https as ``socks4://``)."""
+    settings = settings or {}
+    try:
+        if not settings.get("ProxyEnable") or "ProxyServer" not in settings:  # a missing value: OSError there
+            return {}
+        server = str(settings["ProxyServer"])
+        if "=" not in server and ";" not in server:
+            server = "http={0};https={0};ftp={0}".format(server)
+        proxies = {}
+        for part in server.split(";"):
+            protocol, address = part.split("=", 1)
+            if not re.match("(?:[^/:]+)://", address):
+                if protocol in ("http", "https", "ftp"):
+                    address = "http://" + address
+                elif protocol == "socks":
+                    address = "socks://" + address
+            proxies[protocol] = address
+        if proxies.get("socks"):
+            address = re.sub(r"^socks://", "socks4://", proxies["socks"])
+            proxies["http"] = proxies.get("http") or address
+            proxies["https"] = proxies.get("https") or address
+        return proxies
+    except (ValueError, TypeError):  # CPython gives up on a malformed value the same way: no proxy
+        return {}
+
+
+def wininet_bypassed(host: str, settings: dict | None) -> bool:
+    """requests' ``proxy_bypass_registry``: whether ``ProxyOverride`` (``;``-separated globs, ``<local>`` for a
+    name without a dot) covers ``host``. Its globs are matched from the start of the name only, as there, and an
+    entry that is not a valid pattern raises :class:`re.error` there and here."""
+    settings = settings or {}
+    try:
+        enabled = int(settings.get("ProxyEnable") or 0)
+    except (TypeError, ValueError):
+        return False
+    override = settings.get("ProxyOverride")
+    if not enabled or not override:
+        return False
+    for test in filter(None, str(override).split(";")):
+        if test == "<local>" and "." not in host:
+            return True
+        test = test.replace(".", r"\.").replace("*", r".*").replace("?", r".")
+        if re.match(test, host, re.I):  # re.error (an entry such as "[") propagates, as it does in requests
+            return True
+    return False
+
+
 def env_proxies(env: dict) -> dict:
     """Proxies from environment variables the way requests reads them (lower case wins)."""
     return dict((key, env[name]) for key, name in env_proxy_variables(env).items())
@@ -145,35 +212,52 @@ def bypassed_by_no_proxy(url: str, env: dict) -> bool:
     return False
 
 
-def request_proxies(url: str, proxy_servers: dict, env: dict, kind: str = "packages") -> dict:
+def environment_proxies(url: str, env: dict, wininet: dict | None = None) -> dict:
+    """``{key: (value, setting)}``: requests' ``get_environ_proxies(url)``. ``wininet`` (the Internet Settings
+    values, on a Windows host only) stands in when no ``*_proxy`` variable is set, with ``setting`` ``WinINET
+    ProxyServer``."""
+    if bypassed_by_no_proxy(url, env):
+        return {}
+    if wininet is None or any_proxy_variable(env):
+        return dict((key, (env[name], name)) for key, name in env_proxy_variables(env).items())
+    if wininet_bypassed(urlsplit(url).hostname or "", wininet):
+        return {}
+    return dict((key, (value, WININET_SETTING)) for key, value in wininet_proxies(wininet).items()
+                if key in ("http", "https"))
+
+
+def request_proxies(url: str, proxy_servers: dict, env: dict, kind: str = "packages",
+                    wininet: dict | None = None) -> dict:
     """``{key: (value, setting)}``: the proxies requests holds for one of conda's requests of ``kind``.
 
-    ``setting`` names where the value came from: ``proxy_servers <key>`` or the variable (``https_proxy``).
+    ``setting`` names where the value came from: ``proxy_servers <key>``, the variable (``https_proxy``) or,
+    on Windows, ``WinINET ProxyServer``.
     """
     if kind not in REQUEST_KINDS:
         raise ValueError("kind must be one of %s" % ", ".join(REQUEST_KINDS))
     merged = dict((key, (value, "proxy_servers %s" % key)) for key, value in proxy_servers.items())
-    if not bypassed_by_no_proxy(url, env):
-        for key, name in env_proxy_variables(env).items():
-            if kind == "repodata":  # the request's own proxies= (from env) win over session.proxies
-                merged[key] = (env[name], name)
-            else:  # proxies=session.proxies: env only fills what is missing (setdefault)
-                merged.setdefault(key, (env[name], name))
+    for key, item in environment_proxies(url, env, wininet).items():
+        if kind == "repodata":  # the request's own proxies= (from env) win over session.proxies
+            merged[key] = item
+        else:  # proxies=session.proxies: env only fills what is missing (setdefault)
+            merged.setdefault(key, item)
     return dict((key, item) for key, item in merged.items() if item[0] is not None)
 
 
-def select_proxy(url: str, proxy_servers: dict, env: dict, kind: str = "packages") -> tuple:
+def select_proxy(url: str, proxy_servers: dict, env: dict, kind: str = "packages",
+                 wininet: dict | None = None) -> tuple:
     """``(proxy_url_or_None, source)`` conda would use for ``url`` in a request of ``kind``; source is condarc,
-    env or none (an empty ``proxy_servers`` value: ``(None, "condarc")``, a direct connection)."""
-    proxy, setting = select_proxy_setting(url, proxy_servers, env, kind)
+    env, wininet or none (an empty ``proxy_servers`` value: ``(None, "condarc")``, a direct connection)."""
+    proxy, setting = select_proxy_setting(url, proxy_servers, env, kind, wininet)
     return proxy, source_of(setting)
 
 
-def select_proxy_setting(url: str, proxy_servers: dict, env: dict, kind: str = "packages") -> tuple:
+def select_proxy_setting(url: str, proxy_servers: dict, env: dict, kind: str = "packages",
+                         wininet: dict | None = None) -> tuple:
     """``(proxy_url_or_None, setting_or_None)``, ``setting`` as in :func:`request_proxies`."""
     parts = urlsplit(url)
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    proxies = request_proxies(url, proxy_servers, env, kind)
+    proxies = request_proxies(url, proxy_servers, env, kind, wininet)
     for key in (scheme + "://" + host, scheme, "all://" + host, "all"):
         if key in proxies:
             value, setting = proxies[key]
@@ -181,10 +265,64 @@ def select_proxy_setting(url: str, proxy_servers: dict, env: dict, kind: str = "
     return (None, None)
 
 
+def scheme_conflict(scheme: str, sample_url: str, servers: dict, env: dict, wininet: dict | None = None) -> dict | None:
+    """The conflict for ``scheme`` when conda's repodata and package requests to ``sample_url`` would go through
+    different proxies, else None."""
+    (env_proxy, variable), (cond_proxy, setting) = (select_proxy_setting(sample_url, servers, env, kind, wininet)
+                                                    for kind in REQUEST_KINDS)
+    if env_proxy == cond_proxy:
+        return None
+    return dict(scheme=scheme, variable=variable, environment=mask_proxy_url(env_proxy or ""),
+                proxy_servers=mask_proxy_url(cond_proxy or ""), setting=setting)
+
+
 def source_of(setting: str | None) -> str:
     if setting is None:
         return "none"
+    if setting == WININET_SETTING:
+        return "wininet"
     return "condarc" if setting.startswith("proxy_servers") else "env"
+
+
+class CondarcMerge:
+    """conda's merge of its ``.condarc`` files, in its order: ``proxy_servers`` key by key, ``ssl_verify`` whole,
+    a ``#!final`` setting ending the overrides; an unparsable file is skipped with a warning, as conda does."""
+
+    def __init__(self, warnings: list) -> None:
+        self.warnings = warnings
+        self.files: list = []
+        self.proxy_servers: dict = {}
+        self.ssl_verify = None
+        self.problems: list = []
+        self._final_proxy = self._final_ssl = False
+
+    def add(self, path: str, data: bytes) -> None:
+        self.files.append(path)
+        try:
+            settings = read_proxy_settings(data)
+        except ValueError as exc:
+            self.warnings.append("%s cannot be parsed, conda skips it with a warning: %s" % (path, exc))
+            return
+        if settings.get("proxy_servers") is not None and not self._final_proxy:
+            usable, found = proxy_servers_problems(settings["proxy_servers"])
+            self.problems.extend("%s: %s" % (path, text) for text in found)
+            self.proxy_servers.update(usable)
+            self._final_proxy = settings.get("proxy_servers_final", False)
+        if settings.get("ssl_verify") is not None and not self._final_ssl:
+            self.ssl_verify = settings["ssl_verify"]
+            self._final_ssl = settings.get("ssl_verify_final", False)
+
+
+def info_argument_spec() -> dict:
+    """conda_proxy_info's options (the module, and its action plugin's Windows path)."""
+    return dict(
+        user=dict(type="str"),
+        url=dict(type="str"),
+        timeout=dict(type="int", default=20),
+        require_proxy=dict(type="bool", default=True),
+        login_shell=dict(type="bool", default=True),
+        conda_executable=dict(type="path"),
+    )
 
 
 def proxy_servers_problems(value) -> tuple:

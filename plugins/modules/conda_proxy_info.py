@@ -263,16 +263,17 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.condafleet.proxy.plugins.module_utils._condarc import read_proxy_settings
 from ansible_collections.condafleet.proxy.plugins.module_utils._probe import (
-    FileRefused,
     REQUEST_KINDS,
+    CondarcMerge,
+    FileRefused,
     classify_failure,
     expand_variables,
+    info_argument_spec,
     mask_proxy_url,
-    proxy_servers_problems,
     proxy_url_problem,
     read_regular_file,
+    scheme_conflict,
     select_proxy_setting,
     source_of,
     variable_names,
@@ -374,9 +375,7 @@ def merged_settings(paths: list, account: str = "the account", warnings: list | 
     Returns ``(files_read, proxy_servers, ssl_verify, problems)``; a file the account cannot read raises
     :class:`Problem` (conda fails with ``PermissionError``), an unparsable one is skipped with a warning.
     """
-    warnings = [] if warnings is None else warnings
-    files, proxy_servers, ssl_verify, problems = [], {}, None, []
-    final_proxy = final_ssl = False
+    merge = CondarcMerge([] if warnings is None else warnings)
     for path in paths:
         try:
             data = read_regular_file(path)
@@ -387,21 +386,8 @@ def merged_settings(paths: list, account: str = "the account", warnings: list | 
                           "be readable by the account that runs conda)" % (account, path))
         except FileRefused as exc:
             raise Problem("refusing to read %s: %s" % (path, exc.strerror))
-        files.append(path)
-        try:
-            settings = read_proxy_settings(data)
-        except ValueError as exc:
-            warnings.append("%s cannot be parsed, conda skips it with a warning: %s" % (path, exc))
-            continue
-        if settings.get("proxy_servers") is not None and not final_proxy:
-            usable, found = proxy_servers_problems(settings["proxy_servers"])
-            problems.extend("%s: %s" % (path, text) for text in found)
-            proxy_servers.update(usable)
-            final_proxy = settings.get("proxy_servers_final", False)
-        if settings.get("ssl_verify") is not None and not final_ssl:
-            ssl_verify = settings["ssl_verify"]
-            final_ssl = settings.get("ssl_verify_final", False)
-    return files, proxy_servers, ssl_verify, problems
+        merge.add(path, data)
+    return merge.files, merge.proxy_servers, merge.ssl_verify, merge.problems
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -725,17 +711,6 @@ def _inspect(view: View, entry, params: dict, remaining) -> None:
         _probe_url(view, url, servers, ssl_verify, env, params, remaining, authorization)
 
 
-def scheme_conflict(scheme: str, sample_url: str, servers: dict, env: dict) -> dict | None:
-    """The conflict for ``scheme`` when conda's repodata and package requests to ``sample_url`` would go through
-    different proxies, else None."""
-    (env_proxy, variable), (cond_proxy, setting) = (select_proxy_setting(sample_url, servers, env, kind)
-                                                    for kind in REQUEST_KINDS)
-    if env_proxy == cond_proxy:
-        return None
-    return dict(scheme=scheme, variable=variable, environment=mask_proxy_url(env_proxy or ""),
-                proxy_servers=mask_proxy_url(cond_proxy or ""), setting=setting)
-
-
 def _probe_url(view: View, url: str, servers: dict, ssl_verify, env: dict, params: dict, remaining,
                authorization: str | None) -> None:
     result = view.result
@@ -865,17 +840,7 @@ def run_in_child(entry, params: dict, drop: bool, hard_limit: float) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=dict(
-            user=dict(type="str"),
-            url=dict(type="str"),
-            timeout=dict(type="int", default=20),
-            require_proxy=dict(type="bool", default=True),
-            login_shell=dict(type="bool", default=True),
-            conda_executable=dict(type="path"),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=info_argument_spec(), supports_check_mode=True)
     params = module.params
     try:
         entry = pwd.getpwnam(params["user"]) if params["user"] else pwd.getpwuid(os.geteuid())
