@@ -1,0 +1,283 @@
+# Copyright (c) condafleet.proxy contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""condafleet.proxy.local_auth_proxy for real (issue 14): real px in a venv, real cntlm, real squids.
+
+The module runs as root through the ansible CLI inside a private ``/etc`` (:class:`realconda.PrivateEtc`), so the
+systemd unit, ``/etc/condafleet`` and the accounts the tests add never touch the machine. No systemd runs here:
+each test checks the unit with ``systemd-analyze verify``, then runs the unit's own ``ExecStart`` (parsed from the
+file) in its ``WorkingDirectory`` as its ``User`` (or as the account, for a per-account unit) and sends real
+traffic through it: curl, and real conda from a fresh login shell. px is installed from a wheelhouse built once
+under ``/var/cache/condafleet-lab/px-wheels`` (offline afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+import realconda
+from ansible_collections.condafleet.proxy.plugins.module_utils import _authproxy
+from servers import AccountSquid, ChannelServer, free_port, require, stop_process, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
+COLLECTIONS = os.path.join(os.path.dirname(os.path.dirname(SUPPORT)), "collections")
+WHEELS = "/var/cache/condafleet-lab/px-wheels"
+PX_VERSION = "0.13.0"
+# Hostile on purpose: quotes, a backslash, '$' and '#' for the .env, '@' and ':' for any URL it could leak into.
+BASIC_PASSWORD = "B@s1c'pw\\$HOME#x:y"
+NTLM_PASSWORD = "Ntlm-S3cr3t!pw"
+KERBEROS_PASSWORD = "Kerb3ros-pw@alice"
+SECRETS = (BASIC_PASSWORD, NTLM_PASSWORD, KERBEROS_PASSWORD)
+# What a scan looks for: the passwords, and a piece of each that no file format escapes (the .env escapes ' and \).
+MARKERS = SECRETS + ("B@s1c",)
+ADHOC = ("import json, sys; sys.path.insert(0, sys.argv[1]); from modulerun import run_adhoc; "
+         "result, raw = run_adhoc(sys.argv[2], json.loads(sys.argv[3]), check=sys.argv[5] == '1', diff=True, "
+         "env=json.loads(sys.argv[4])); print(json.dumps({'result': result, 'raw': raw}))")
+
+
+def mask(text: str) -> str:
+    for secret in SECRETS:
+        text = text.replace(secret, "********")
+    return text
+
+
+@pytest.fixture(scope="module")
+def wheelhouse():
+    """px-proxy and its dependencies as wheels, downloaded once (the only network use of these tests)."""
+    if not os.path.isfile(os.path.join(WHEELS, "px_proxy-%s-py3-none-any.whl" % PX_VERSION)):
+        os.makedirs(WHEELS, exist_ok=True)
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", WHEELS,
+                               "px-proxy==%s" % PX_VERSION], capture_output=True, text=True, timeout=600, check=False)
+        if proc.returncode != 0:
+            pytest.skip("cannot build the px wheelhouse: %s" % proc.stderr[-500:])
+    return WHEELS
+
+
+@pytest.fixture(scope="module")
+def venv_dir():
+    """Where the module installs px: below a 0755 directory every account can reach, removed at the end."""
+    base = tempfile.mkdtemp(prefix="condafleet-px-", dir="/var/tmp")
+    os.chmod(base, 0o755)
+    yield os.path.join(base, "px")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+class Host:
+    """This machine as a fresh host: a private ``/etc`` and homes under ``base``; the services it runs by pid."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.etc = realconda.PrivateEtc(base)
+        self.services: list[subprocess.Popen] = []
+
+    def add_account(self, name: str) -> pwd.struct_passwd:
+        for _attempt in range(50):
+            uid = random.randrange(200000, 900000)
+            try:
+                pwd.getpwuid(uid)
+            except KeyError:
+                break
+        home = os.path.join(self.base, name)
+        for command in (["groupadd", "-g", str(uid), name],
+                        ["useradd", "-m", "-d", home, "-u", str(uid), "-g", str(uid), "-s", "/bin/bash", name]):
+            proc = self.etc.run(command)
+            assert proc.returncode == 0, proc.stderr
+        return pwd.struct_passwd((name, "x", uid, uid, "", home, "/bin/bash"))
+
+    def adhoc(self, args: dict, check: bool = False) -> tuple[dict, float]:
+        """``condafleet.proxy.local_auth_proxy`` as root through the ansible CLI; ``(result, seconds)``."""
+        env = {"ANSIBLE_COLLECTIONS_PATH": COLLECTIONS}
+        started = time.monotonic()
+        proc = self.etc.run([sys.executable, "-c", ADHOC, SUPPORT, "local_auth_proxy", json.dumps(args),
+                             json.dumps(env), "1" if check else "0"], timeout=600)
+        took = time.monotonic() - started
+        assert proc.returncode == 0, mask(proc.stdout + proc.stderr)[-3000:]
+        outcome = json.loads(proc.stdout)
+        for secret in SECRETS:
+            assert secret not in outcome["raw"], "a password in the module's output"
+        return outcome["result"], took
+
+    def configure(self, args: dict, check: bool = False) -> dict:
+        result, _took = self.adhoc(args, check)
+        assert not result.get("failed"), mask(json.dumps(result, indent=1))
+        return result
+
+    def path(self, path: str) -> str:
+        """Where ``path`` (as the host sees it) is, seen from outside the private ``/etc``."""
+        return self.etc.file(path) if path.startswith("/etc/") else path
+
+    def verify_unit(self, unit_path: str, user_unit: bool) -> None:
+        runtime = tempfile.mkdtemp(prefix="condafleet-xdg-")
+        try:
+            command = ["systemd-analyze"] + (["--user"] if user_unit else []) + ["verify", unit_path]
+            proc = self.etc.run(["env", "XDG_RUNTIME_DIR=%s" % runtime] + command)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        finally:
+            shutil.rmtree(runtime, ignore_errors=True)
+
+    def run_unit(self, unit_path: str, port: int, account: str | None = None) -> subprocess.Popen:
+        """Start the unit's ExecStart as its ``User`` (or ``account``), in its WorkingDirectory, with its
+        Environment, the way systemd would; returns once it listens on ``port``."""
+        with open(self.path(unit_path), "rb") as handle:
+            unit = handle.read()
+        service = _authproxy.parse_unit(unit)["Service"]
+        user = service.get("User", [account])[-1]
+        argv = _authproxy.unit_exec_start(unit)
+        env = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in _authproxy.unit_environment(unit).items())
+        script = "cd %s && exec env %s %s" % (shlex.quote(service["WorkingDirectory"][-1]), env,
+                                              " ".join(shlex.quote(a) for a in argv))
+        log = open(os.path.join(self.base, "service-%d.log" % port), "wb")
+        proc = subprocess.Popen(self.etc.argv(["setpriv", "--reuid=%s" % user, "--regid=%s" % user, "--init-groups",
+                                               "--reset-env", "/bin/sh", "-c", script]),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.services.append(proc)
+        try:
+            wait_for_port(port, proc, timeout=30)
+        except RuntimeError:
+            with open(log.name, errors="replace") as handle:
+                raise AssertionError("the unit's service did not start: %s" % handle.read()[-2000:])
+        return proc
+
+    def login(self, account: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return self.etc.run(["su", "-", account, "-c", command], timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        for proc in self.services:
+            stop_process(proc)
+
+
+@pytest.fixture
+def host():
+    base = tempfile.mkdtemp(prefix="condafleet-authproxy-", dir="/var/tmp")
+    os.chmod(base, 0o755)
+    made = Host(base)
+    try:
+        yield made
+    finally:
+        made.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def curl_through(port: int, url: str) -> str:
+    proc = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--noproxy", "",
+                           "-x", "http://127.0.0.1:%d" % port, url], capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+    return proc.stdout.strip() or proc.stderr
+
+
+def tree_state(root: str) -> dict:
+    """Every path under ``root`` with its bytes, mode and owner (to prove check mode and absent)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            info = os.lstat(path)
+            data = None
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            out[os.path.relpath(path, root)] = (info.st_mode, info.st_uid, data)
+    return out
+
+
+def files_holding(roots: list[str], secrets: tuple) -> list[str]:
+    """Every regular file under ``roots`` holding any of ``secrets`` (raw bytes, UTF-16 too)."""
+    needles = [s.encode() for s in secrets] + [s.encode("utf-16-le") for s in secrets]
+    found = []
+    for root in roots:
+        for dirpath, _dirnames, filenames in os.walk(root):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                try:
+                    with open(path, "rb") as handle:
+                        data = handle.read()
+                except OSError:
+                    continue
+                if any(needle in data for needle in needles):
+                    found.append(path)
+    return found
+
+
+# ----------------------------------------------------------------------------- Basic, system service
+
+
+def test_basic_system_service_check_apply_idempotent_absent(host, wheelhouse, venv_dir, tmp_path):
+    require("/usr/sbin/squid", "/usr/lib/squid/basic_ncsa_auth", "openssl", "curl", "setpriv", "systemd-analyze")
+    svc = host.add_account("pxsvc")
+    root = str(tmp_path / "channel")
+    os.makedirs(root)
+    realconda.write_package_channel(root)
+    port = free_port()
+    with AccountSquid({"fleet-px": BASIC_PASSWORD}) as squid, ChannelServer(root) as channel:
+        args = dict(auth="basic", upstream=["127.0.0.1:%d" % squid.port], listen_port=port, service_user=svc.pw_name,
+                    username="fleet-px", password=BASIC_PASSWORD, venv=venv_dir, px_source=wheelhouse)
+        before = tree_state(host.etc.path)
+
+        predicted = host.configure(args, check=True)
+        assert predicted["changed"] and tree_state(host.etc.path) == before and not os.path.exists(venv_dir)
+        assert BASIC_PASSWORD not in json.dumps(predicted)
+
+        applied, first_took = host.adhoc(args)
+        assert not applied.get("failed"), mask(json.dumps(applied))
+        assert applied["changed"] and applied["pip_ran"] and applied["px_version"] == PX_VERSION
+        assert applied["proxy_url"] == "http://127.0.0.1:%d" % port and applied["scope"] == "system"
+        assert applied["service"]["manager"] == "none"
+        assert any("systemd is not running" in w for w in applied.get("warnings", [])), applied.get("warnings")
+        unit = "/etc/systemd/system/condafleet-auth-proxy.service"
+        assert applied["unit_path"] == unit and applied["config_path"] == "/etc/condafleet/auth-proxy/px.ini"
+        env_file = host.path("/etc/condafleet/auth-proxy/.env")
+        info = os.stat(env_file)
+        assert (info.st_mode & 0o777, info.st_uid) == (0o600, svc.pw_uid)
+        assert os.stat(host.path(applied["config_path"])).st_mode & 0o777 == 0o644
+
+        again, rerun_took = host.adhoc(args)
+        assert not again["changed"] and not again["pip_ran"], mask(json.dumps(again))
+        print("first run %.1fs (pip), rerun %.1fs (no pip)" % (first_took, rerun_took))
+        assert rerun_took < first_took
+
+        host.verify_unit(unit, user_unit=False)
+        host.run_unit(unit, port)
+        assert curl_through(port, channel.url + "/fleet-channel/noarch/repodata.json") == "200"
+        assert [row["user"] for row in squid.entries() if "fleet-channel" in row["url"]] == ["fleet-px"]
+
+        # The password is in the one 0600 file of the service account, nowhere else the run wrote.
+        holding = files_holding([host.etc.path, venv_dir, svc.pw_dir], MARKERS)
+        assert holding == [env_file], holding
+
+        removed = host.configure(dict(state="absent"))
+        assert removed["changed"]
+        after = tree_state(host.etc.path)
+        assert after == before, sorted(set(after) ^ set(before))
+        assert os.path.isdir(venv_dir)  # kept unless remove_venv
+
+
+def test_bad_input_fails_clearly_and_writes_nothing(host, venv_dir):
+    before = tree_state(host.etc.path)
+    cases = [
+        (dict(auth="basic", upstream=["alice:pw@proxy:8080"], service_user="root", username="a", password="x"),
+         "credentials"),
+        (dict(auth="ntlm", upstream=["proxy:8080"], username="a", password="x"), "service_user"),
+        (dict(auth="kerberos", upstream=["proxy:8080"], pac_url="http://wpad/p.pac", user="root"), "exactly one"),
+        (dict(auth="basic", upstream=["proxy:8080"], listen_port=80, service_user="root"), "listen_port"),
+    ]
+    for args, message in cases:
+        result, _took = host.adhoc(dict(args, venv=venv_dir))
+        assert result.get("failed") and message in result["msg"], result
+        assert "pw@" not in result["msg"]
+    assert tree_state(host.etc.path) == before
