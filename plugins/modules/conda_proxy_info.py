@@ -30,6 +30,12 @@ description:
     files, symbolic links and variables such as C(NETRC), C(CONDARC) or C(REQUESTS_CA_BUNDLE) can therefore
     only reach what the account itself can read; root's files and credentials are never read or sent.
   - Reads only; never changes the host.
+  - On Windows hosts the view is read from the controller (C(ansible.windows.slurp) and C(ansible.windows.win_reg_stat)),
+    that is the C(.condarc) files of conda's Windows search path, the machine's and the connecting account's environment
+    variables, and the account's Internet Settings (WinINET) proxy, which Python's C(urllib) and so conda use for
+    C(repodata.json.zst) when no C(*_proxy) variable is set (not even C(no_proxy)); RV(wininet) tells whether it
+    would, and a WinINET proxy that differs from C(proxy_servers) fails the task as a conflict. No request is made
+    from a Windows host (no RV(probe)), and O(user) and O(conda_executable) are refused there.
 author:
   - condafleet maintainers (@condafleet)
 extends_documentation_fragment:
@@ -44,7 +50,8 @@ attributes:
     support: full
   platform:
     support: full
-    platforms: posix
+    platforms: posix, windows
+    details: On Windows the view is read from the controller; no request is made from the host.
 options:
   user:
     description:
@@ -230,6 +237,29 @@ problems:
   type: list
   elements: str
   sample: ["conda fails with PermissionError for alice: cannot read /etc/conda/.condarc (every .condarc ...)"]
+wininet:
+  description:
+    - The account's Internet Settings (WinINET) proxy, and whether conda would use it (no C(*_proxy) variable set).
+  returned: on Windows hosts
+  type: dict
+  contains:
+    enabled:
+      description: C(ProxyEnable).
+      type: bool
+    proxy_server:
+      description: C(ProxyServer) (a password masked), or null.
+      type: str
+    proxy_override:
+      description: C(ProxyOverride), the hosts it is not used for, or null.
+      type: str
+    auto_config_url:
+      description: C(AutoConfigURL), a PAC file conda does not evaluate, or null.
+      type: str
+    used_by_conda:
+      description: Whether conda's requests take their environment proxies from it.
+      type: bool
+  sample: {enabled: true, proxy_server: "winproxy.corp.example:8080", proxy_override: "<local>",
+           auto_config_url: null, used_by_conda: true}
 conda:
   description: What conda itself reports, when a conda was found.
   returned: always
