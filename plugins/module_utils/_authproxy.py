@@ -176,10 +176,18 @@ def ntlmv2_hash(username: str, domain: str, password: str) -> str:
     return hmac.new(nt_hash(password), message, hashlib.md5).hexdigest().upper()
 
 
+def ntlm_digest(response: str, username: str, domain: str, password: str) -> str:
+    """The hash cntlm needs for ``response`` (see :func:`render_cntlm_conf`), in hex."""
+    if response == "ntlmv2":
+        return ntlmv2_hash(username, domain, password)
+    return nt_hash(password).hex().upper()
+
+
 def check_ntlm_hash(value: str) -> str:
     text = value.strip()
     if not re.match(r"^[0-9A-Fa-f]{32}$", text):
-        raise AuthProxySpecError("ntlm_hash must be the 32 hex digits that `cntlm -H` prints as PassNTLMv2")
+        raise AuthProxySpecError("ntlm_hash must be 32 hex digits (the NTLMv2 hash, or the NT hash with "
+                                 "ntlm_response=nt)")
     return text.upper()
 
 
@@ -217,11 +225,15 @@ def render_px_env(password: str) -> bytes:
     return ("# %s\nPX_PASSWORD='%s'\n" % (HEADER, quoted)).encode()
 
 
-def render_cntlm_conf(username: str, domain: str, passntlmv2: str, listen_port: int, upstream: t.Sequence[str],
-                      no_proxy: t.Sequence[str] = ()) -> bytes:
-    """cntlm's configuration: the NTLMv2 hash only (no ``Password``), loopback only, no gateway mode."""
-    lines = ["# " + HEADER, "Username\t%s" % username, "Domain\t\t%s" % domain, "Auth\t\tNTLMv2",
-             "PassNTLMv2\t%s" % passntlmv2]
+def render_cntlm_conf(username: str, domain: str, digest: str, listen_port: int, upstream: t.Sequence[str],
+                      no_proxy: t.Sequence[str] = (), response: str = "ntlmv2") -> bytes:
+    """cntlm's configuration: one hash only (never ``Password``), loopback only, no gateway mode.
+
+    ``response`` ``ntlmv2``: ``Auth NTLMv2`` with ``PassNTLMv2`` (needs a proxy whose challenge carries target
+    information, as Windows proxies' do); ``nt``: ``Auth NT`` with ``PassNT`` (NTLMv1 responses)."""
+    auth, key = ("NTLMv2", "PassNTLMv2") if response == "ntlmv2" else ("NT", "PassNT")
+    lines = ["# " + HEADER, "Username\t%s" % username, "Domain\t\t%s" % domain, "Auth\t\t%s" % auth,
+             "%s\t%s" % (key, digest)]
     lines += ["Proxy\t\t%s" % server for server in upstream]
     if no_proxy:
         lines.append("NoProxy\t\t%s" % ", ".join(no_proxy))

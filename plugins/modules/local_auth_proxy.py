@@ -114,9 +114,21 @@ options:
     default: ''
   ntlm_hash:
     description:
-      - The NTLMv2 hash (32 hex digits, cntlm's C(PassNTLMv2)) for O(username) and O(ntlm_domain), instead of
-        O(password): the password then never reaches the host. Never shown in output or diffs.
+      - The hash itself instead of O(password), so that the password never reaches the host: 32 hex digits, the
+        NTLMv2 hash of O(username) and O(ntlm_domain) (cntlm's C(PassNTLMv2)), or with O(ntlm_response=nt) the
+        NT hash (C(PassNT)). Never shown in output or diffs.
+      - Compute it where the password is, for example with Python's C(hmac) and an MD4, or C(cntlm -H) on a
+        build whose hashes match the standard (the Debian C(cntlm) 0.92.3 C(-H) output does not).
     type: str
+  ntlm_response:
+    description:
+      - V(ntlmv2) (cntlm's C(Auth NTLMv2)) answers with NTLMv2 responses, what Windows domains require; it needs a
+        proxy whose challenge carries target information, as Windows proxies send.
+      - V(nt) (C(Auth NT)) answers with NTLMv1 responses from the NT hash, for proxies that send no target
+        information (squid's C(ntlm_fake_auth), some appliances) and domains that still accept NTLMv1.
+    type: str
+    choices: [ntlmv2, nt]
+    default: ntlmv2
   venv:
     description:
       - Where px is installed. Shared by every account of the host, so it must be readable by them.
@@ -347,6 +359,7 @@ def argument_spec() -> dict:
         password=dict(type="str", no_log=True),
         ntlm_domain=dict(type="str", default=""),
         ntlm_hash=dict(type="str", no_log=True),
+        ntlm_response=dict(type="str", default="ntlmv2", choices=["ntlmv2", "nt"]),
         venv=dict(type="path", default="/opt/condafleet/px"),
         python=dict(type="path"),
         px_version=dict(type="str", default="0.13.0"),
@@ -489,8 +502,10 @@ class Run:
             if p["ntlm_hash"]:
                 digest = _authproxy.check_ntlm_hash(p["ntlm_hash"])
             else:
-                digest = _authproxy.ntlmv2_hash(p["username"], domain, _authproxy.check_secret("password", p["password"]))
-            conf = _authproxy.render_cntlm_conf(p["username"], domain, digest, self.port, upstream, no_proxy)
+                digest = _authproxy.ntlm_digest(p["ntlm_response"], p["username"], domain,
+                                                _authproxy.check_secret("password", p["password"]))
+            conf = _authproxy.render_cntlm_conf(p["username"], domain, digest, self.port, upstream, no_proxy,
+                                                p["ntlm_response"])
             return {self.config_path: conf}
         if p["ntlm_hash"]:
             raise Failure("ntlm_hash is for auth=ntlm only")

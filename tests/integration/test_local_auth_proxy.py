@@ -31,6 +31,8 @@ import realconda
 from ansible_collections.condafleet.proxy.plugins.module_utils import _authproxy
 from servers import AccountSquid, ChannelServer, free_port, require, stop_process, wait_for_port
 
+corpauth = pytest.importorskip("corpauth")
+
 pytestmark = pytest.mark.slow
 
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
@@ -98,11 +100,11 @@ class Host:
             assert proc.returncode == 0, proc.stderr
         return pwd.struct_passwd((name, "x", uid, uid, "", home, "/bin/bash"))
 
-    def adhoc(self, args: dict, check: bool = False) -> tuple[dict, float]:
-        """``condafleet.proxy.local_auth_proxy`` as root through the ansible CLI; ``(result, seconds)``."""
+    def adhoc(self, args: dict, check: bool = False, module: str = "local_auth_proxy") -> tuple[dict, float]:
+        """``condafleet.proxy.<module>`` as root through the ansible CLI; ``(result, seconds)``."""
         env = {"ANSIBLE_COLLECTIONS_PATH": COLLECTIONS}
         started = time.monotonic()
-        proc = self.etc.run([sys.executable, "-c", ADHOC, SUPPORT, "local_auth_proxy", json.dumps(args),
+        proc = self.etc.run([sys.executable, "-c", ADHOC, SUPPORT, module, json.dumps(args),
                              json.dumps(env), "1" if check else "0"], timeout=600)
         took = time.monotonic() - started
         assert proc.returncode == 0, mask(proc.stdout + proc.stderr)[-3000:]
@@ -111,8 +113,8 @@ class Host:
             assert secret not in outcome["raw"], "a password in the module's output"
         return outcome["result"], took
 
-    def configure(self, args: dict, check: bool = False) -> dict:
-        result, _took = self.adhoc(args, check)
+    def configure(self, args: dict, check: bool = False, module: str = "local_auth_proxy") -> dict:
+        result, _took = self.adhoc(args, check, module)
         assert not result.get("failed"), mask(json.dumps(result, indent=1))
         return result
 
@@ -152,8 +154,12 @@ class Host:
                 raise AssertionError("the unit's service did not start: %s" % handle.read()[-2000:])
         return proc
 
-    def login(self, account: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return self.etc.run(["su", "-", account, "-c", command], timeout=timeout, stdin=subprocess.DEVNULL)
+    def login(self, account: str, command: str, timeout: float = 120, stdin: str | None = None
+              ) -> subprocess.CompletedProcess:
+        """``command`` in a fresh login shell of ``account``; stdin closed unless ``stdin`` is given."""
+        if stdin is None:
+            return self.etc.run(["su", "-", account, "-c", command], timeout=timeout, stdin=subprocess.DEVNULL)
+        return self.etc.run(["su", "-", account, "-c", command], timeout=timeout, input=stdin)
 
     def stop(self) -> None:
         for proc in self.services:
@@ -281,3 +287,126 @@ def test_bad_input_fails_clearly_and_writes_nothing(host, venv_dir):
         assert result.get("failed") and message in result["msg"], result
         assert "pw@" not in result["msg"]
     assert tree_state(host.etc.path) == before
+
+
+# ----------------------------------------------------------------------------- Kerberos, per account, real conda
+
+
+def test_kerberos_account_runs_real_conda_through_px_with_no_password_anywhere(host, wheelhouse, venv_dir, tmp_path):
+    require(*corpauth.KRB5_PROGRAMS)
+    require("/usr/sbin/squid", corpauth.NEGOTIATE_HELPER, "setpriv", "systemd-analyze")
+    conda = realconda.require()
+    alice = host.add_account("alice")
+    root = str(tmp_path / "channel")
+    os.makedirs(root)
+    realconda.write_package_channel(root)
+    port = free_port()
+    with corpauth.Kdc() as kdc, corpauth.NegotiateSquid(kdc) as squid, ChannelServer(root) as channel:
+        principal = kdc.add_user("alice", KERBEROS_PASSWORD)
+        krb5 = "export KRB5_CONFIG=%s; " % shlex.quote(kdc.krb5_conf)
+        kinit = host.login(alice.pw_name, krb5 + "kinit %s" % principal, stdin=KERBEROS_PASSWORD + "\n")
+        assert kinit.returncode == 0, kinit.stderr
+        args = dict(auth="kerberos", user=alice.pw_name, upstream=["localhost:%d" % squid.port], listen_port=port,
+                    venv=venv_dir, px_source=wheelhouse, environment={"KRB5_CONFIG": kdc.krb5_conf})
+        applied = host.configure(args)
+        assert applied["changed"] and applied["scope"] == "user"
+        unit = os.path.join(alice.pw_dir, ".config/systemd/user/condafleet-auth-proxy.service")
+        assert applied["unit_path"] == unit
+        for path in (unit, applied["config_path"], applied["credential_path"]):
+            assert os.stat(path).st_uid == alice.pw_uid, path  # written as the account, in its home
+        assert not host.configure(args)["changed"]
+        host.verify_unit(unit, user_unit=True)
+        host.run_unit(unit, port, account=alice.pw_name)
+
+        # conda sees only http://127.0.0.1:PORT, written by the collection's own module
+        proxy_url = "http://127.0.0.1:%d" % port
+        host.configure(dict(user=alice.pw_name, http=proxy_url, https=proxy_url), module="condarc_proxy")
+        channel_url = channel.url + "/fleet-channel"
+        search = host.login(alice.pw_name, "CONDA_SOLVER=classic %s search --override-channels -c %s %s"
+                            % (conda, channel_url, realconda.PACKAGE), timeout=180)
+        assert search.returncode == 0, search.stdout + search.stderr
+        assert realconda.PACKAGE in search.stdout
+        prefix = os.path.join(alice.pw_dir, "env")
+        create = host.login(alice.pw_name, "%s create -y -p %s --solver classic --override-channels -c %s %s"
+                            % (conda, prefix, channel_url, realconda.PACKAGE), timeout=300)
+        assert create.returncode == 0, create.stdout + create.stderr
+        assert os.path.isfile(os.path.join(prefix, realconda.PACKAGE_FILE))
+        users = {row["user"] for row in squid.entries() if "fleet-channel" in row["url"]}
+        assert users == {principal}, squid.entries()[-5:]
+
+        # No password in any file the run wrote, in the account's home or the private /etc.
+        assert files_holding([host.etc.path, alice.pw_dir, venv_dir], MARKERS) == []
+
+        # Ticket gone: conda fails, clearly and at once, and never waits for a proxy username on stdin.
+        host.login(alice.pw_name, krb5 + "kdestroy -q")
+        started = time.monotonic()
+        failed = host.login(alice.pw_name, "CONDA_SOLVER=classic %s search --override-channels -c %s %s"
+                            % (conda, channel_url + "-gone", realconda.PACKAGE), timeout=180)
+        took = time.monotonic() - started
+        print("conda without a ticket: rc=%d in %.1fs: %s" % (failed.returncode, took, (failed.stdout + failed.stderr)[-600:]))
+        assert failed.returncode != 0
+        assert "username:" not in failed.stdout + failed.stderr
+
+        removed = host.configure(dict(state="absent", user=alice.pw_name))
+        assert removed["changed"] and not os.path.exists(unit) and not os.path.exists(applied["config_path"])
+
+
+# ----------------------------------------------------------------------------- NTLM through cntlm, hash only
+
+
+def test_ntlm_through_cntlm_writes_the_hash_only(host, venv_dir):
+    require("/usr/sbin/squid", corpauth.NTLM_HELPER, "curl", "setpriv", "systemd-analyze")
+    require("/usr/sbin/cntlm")
+    svc = host.add_account("ntlmsvc")
+    port = free_port()
+    with corpauth.NtlmSquid() as squid, ChannelServer(tempfile.mkdtemp(dir=host.base)) as channel:
+        args = dict(auth="ntlm", upstream=["127.0.0.1:%d" % squid.port], listen_port=port, service_user=svc.pw_name,
+                    username="bob", ntlm_domain="CORP", password=NTLM_PASSWORD, venv=venv_dir,
+                    # ntlm_fake_auth's challenge carries no target information, which cntlm's NTLMv2 needs
+                    ntlm_response="nt")
+        applied = host.configure(args)
+        assert applied["engine"] == "cntlm" and not applied["pip_ran"]
+        conf = host.path(applied["config_path"])
+        info = os.stat(conf)
+        assert (info.st_mode & 0o777, info.st_uid) == (0o600, svc.pw_uid)
+        with open(conf) as handle:
+            text = handle.read()
+        assert "PassNT\t%s" % _authproxy.nt_hash(NTLM_PASSWORD).hex().upper() in text and "Password" not in text
+        assert not host.configure(args)["changed"]
+        unit = applied["unit_path"]
+        host.verify_unit(unit, user_unit=False)
+        host.run_unit(unit, port)
+        assert curl_through(port, channel.url + "/") == "200"
+        # the 407 of the handshake has no user; the request that got through was CORP\\bob's
+        users = {row["user"] for row in squid.entries() if str(channel.port) in row["url"] and row["status"] == "200"}
+        assert users == {"CORP\\bob"}, squid.entries()
+        assert files_holding([host.etc.path, svc.pw_dir, venv_dir], MARKERS) == []
+        host.configure(dict(state="absent", auth="ntlm"))
+        assert not os.path.exists(conf)
+
+
+# ----------------------------------------------------------------------------- PAC: one host through squid, one direct
+
+
+def test_pac_sends_one_channel_through_squid_and_the_other_direct(host, wheelhouse, venv_dir):
+    require("/usr/sbin/squid", "/usr/lib/squid/basic_ncsa_auth", "openssl", "curl", "setpriv")
+    svc = host.add_account("pacsvc")
+    port = free_port()
+    with AccountSquid({"fleet-px": BASIC_PASSWORD}) as squid, \
+            ChannelServer(tempfile.mkdtemp(dir=host.base)) as proxied, \
+            ChannelServer(tempfile.mkdtemp(dir=host.base)) as direct:
+        # the PAC sees host names: "localhost" goes through squid, "127.0.0.1" (everything else) direct
+        pac = corpauth.PacServer(corpauth.pac_script({"localhost": "PROXY 127.0.0.1:%d" % squid.port})).__enter__()
+        try:
+            host.configure(dict(auth="basic", pac_url=pac.pac_url, listen_port=port, service_user=svc.pw_name,
+                                username="fleet-px", password=BASIC_PASSWORD, venv=venv_dir, px_source=wheelhouse))
+            host.run_unit("/etc/systemd/system/condafleet-auth-proxy.service", port)
+            assert curl_through(port, "http://localhost:%d/" % proxied.port) == "200"
+            assert curl_through(port, "http://127.0.0.1:%d/" % direct.port) == "200"
+            urls = [row["url"] for row in squid.entries()]
+            assert any(":%d/" % proxied.port in url for url in urls), urls
+            assert not any(":%d/" % direct.port in url for url in urls), urls
+            assert proxied.requests and direct.requests
+            assert pac.requests  # px fetched the PAC itself
+        finally:
+            pac.__exit__(None, None, None)
