@@ -220,7 +220,12 @@ def render_px_ini(auth: str, listen_port: int, upstream: t.Sequence[str] = (), p
 
 
 def render_px_env(password: str) -> bytes:
-    """px's ``.env`` (python-dotenv syntax): ``PX_PASSWORD`` single-quoted, so no character is expanded."""
+    """px's ``.env`` (python-dotenv syntax): ``PX_PASSWORD`` single-quoted (``\\`` and ``\'`` escaped).
+
+    python-dotenv expands ``${NAME}`` even there and has no escape for it: such a password is refused."""
+    if "${" in password:
+        raise AuthProxySpecError("password: px reads it with python-dotenv, which expands '${' in every value and "
+                                 "has no escape for it; a password holding '${' cannot be stored for px")
     quoted = password.replace("\\", "\\\\").replace("'", "\\'")
     return ("# %s\nPX_PASSWORD='%s'\n" % (HEADER, quoted)).encode()
 

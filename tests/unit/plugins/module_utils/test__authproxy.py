@@ -15,7 +15,7 @@ import pytest
 
 from ansible_collections.condafleet.proxy.plugins.module_utils import _authproxy as ap
 
-HOSTILE = ["p@ss w0rd", "q'uote", 'd"q', "back\\slash", "$HOME", "${X}", "`id`", "%n", "#hash", "ünï"]
+HOSTILE = ["p@ss w0rd", "q'uote", 'd"q', "back\\slash", "$HOME", "$X}{", "`id`", "%n", "#hash", "ünï"]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -108,12 +108,33 @@ def test_px_ini_pac_and_basic():
     assert ap.render_px_ini("basic", 4000, ["p:1"]) == ap.render_px_ini("basic", 4000, ["p:1"])  # deterministic
 
 
+def _dotenv():
+    """python-dotenv, the reader px uses: installed, or imported from the lab's px wheelhouse (a wheel is a zip)."""
+    try:
+        import dotenv
+    except ImportError:
+        import glob
+        import sys
+
+        wheels = glob.glob("/var/cache/condafleet-lab/px-wheels/python_dotenv-*.whl")
+        if not wheels:
+            pytest.skip("python-dotenv is neither installed nor in /var/cache/condafleet-lab/px-wheels")
+        sys.path.insert(0, wheels[0])
+        import dotenv
+    return dotenv
+
+
 @pytest.mark.parametrize("password", HOSTILE)
 def test_px_env_round_trips_through_python_dotenv(password, tmp_path):
-    dotenv = pytest.importorskip("dotenv")
+    dotenv = _dotenv()
     path = tmp_path / ".env"
     path.write_bytes(ap.render_px_env(password))
     assert dotenv.dotenv_values(str(path)) == {"PX_PASSWORD": password}
+
+
+def test_px_env_refuses_what_dotenv_would_expand():
+    with pytest.raises(ap.AuthProxySpecError, match="expands"):
+        ap.render_px_env("pre${HOME}post")
 
 
 def test_cntlm_conf_has_the_hash_and_never_a_password():
