@@ -176,18 +176,27 @@ def ntlmv2_hash(username: str, domain: str, password: str) -> str:
     return hmac.new(nt_hash(password), message, hashlib.md5).hexdigest().upper()
 
 
+def cntlm_hex(digest: bytes) -> str:
+    """A hash as cntlm writes it (``cntlm -H``) and reads it back: the hex of every byte's bitwise complement.
+
+    Measured: ``cntlm -H``'s ``PassNT`` is ``~MD4(UTF-16LE(password))`` byte for byte, and a config holding the
+    plain NTLMv2 hash is refused by a proxy that checks the response (pyspnego's NTLM acceptor) while its
+    complement is accepted."""
+    return bytes(255 - byte for byte in digest).hex().upper()
+
+
 def ntlm_digest(response: str, username: str, domain: str, password: str) -> str:
-    """The hash cntlm needs for ``response`` (see :func:`render_cntlm_conf`), in hex."""
+    """The ``PassNTLMv2`` (``response="ntlmv2"``) or ``PassNT`` (``"nt"``) value for cntlm's configuration."""
     if response == "ntlmv2":
-        return ntlmv2_hash(username, domain, password)
-    return nt_hash(password).hex().upper()
+        return cntlm_hex(bytes.fromhex(ntlmv2_hash(username, domain, password)))
+    return cntlm_hex(nt_hash(password))
 
 
 def check_ntlm_hash(value: str) -> str:
     text = value.strip()
     if not re.match(r"^[0-9A-Fa-f]{32}$", text):
-        raise AuthProxySpecError("ntlm_hash must be 32 hex digits (the NTLMv2 hash, or the NT hash with "
-                                 "ntlm_response=nt)")
+        raise AuthProxySpecError("ntlm_hash must be 32 hex digits, as `cntlm -H` prints PassNTLMv2 (or PassNT "
+                                 "with ntlm_response=nt)")
     return text.upper()
 
 

@@ -114,11 +114,11 @@ options:
     default: ''
   ntlm_hash:
     description:
-      - The hash itself instead of O(password), so that the password never reaches the host: 32 hex digits, the
-        NTLMv2 hash of O(username) and O(ntlm_domain) (cntlm's C(PassNTLMv2)), or with O(ntlm_response=nt) the
-        NT hash (C(PassNT)). Never shown in output or diffs.
-      - Compute it where the password is, for example with Python's C(hmac) and an MD4, or C(cntlm -H) on a
-        build whose hashes match the standard (the Debian C(cntlm) 0.92.3 C(-H) output does not).
+      - The hash itself instead of O(password), so that the password never reaches the host: the 32 hex digits
+        that C(cntlm -H -u USERNAME -d DOMAIN) prints as C(PassNTLMv2) (or C(PassNT) with O(ntlm_response=nt)),
+        run where the password is. Never shown in output or diffs.
+      - cntlm's hex is the bitwise complement of the standard NTLMv2 (or NT) hash bytes; the module computes the
+        same form from O(password).
     type: str
   ntlm_response:
     description:

@@ -81,6 +81,13 @@ def test_ntlmv2_hash_long_and_unicode_passwords(password, expected):
     assert ap.ntlmv2_hash("alice", "CORP", password) == expected
 
 
+def test_cntlm_form_is_what_cntlm_h_prints():
+    # `cntlm -H -u alice -d CORP` (Debian's cntlm 0.92.3) with the password S3cret! on stdin
+    assert ap.ntlm_digest("nt", "alice", "CORP", "S3cret!") == "EF4D0E69EC8A4DFED9AF73DD9879D40F"
+    assert ap.ntlm_digest("ntlmv2", "alice", "CORP", "S3cret!") == "7DC77D9943E4EDA85A7DFFEAA9036059"
+    assert ap.ntlm_digest("ntlmv2", "bob", "CORP", "Ntlm-pw:9") == "049F415058ECFC2F247592A203718A51"
+
+
 def test_ntlm_hash_option_check():
     assert ap.check_ntlm_hash(" 0c868a403bfd7a93a3001ef22ef02e3f ") == "0C868A403BFD7A93A3001EF22EF02E3F"
     for bad in ("", "xyz", "0c868a403bfd7a93a3001ef22ef02e3", "aad3b435b51404eeaad3b435b51404ee:31d6cfe0d16ae931"):

@@ -69,6 +69,6 @@ def test_ntlm_check_mode_diff_shows_no_hash(tmp_path):
     result = call_module("local_auth_proxy", args, check=True, diff=True)
     assert not result.get("failed"), result
     text = json.dumps(result)
-    assert _authproxy.ntlmv2_hash("svc", "CORP", SECRET) not in text and SECRET not in text
+    assert _authproxy.ntlm_digest("ntlmv2", "svc", "CORP", SECRET) not in text and SECRET not in text
     assert "PassNTLMv2\\t********" in text and result["engine"] == "cntlm"
     assert files_under(tmp_path) == []
