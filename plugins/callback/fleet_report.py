@@ -13,7 +13,7 @@ description:
   - Collects the results of the P(condafleet.proxy.conda_proxy#module) tasks (the role's one task included; with
     C(verify=true) they carry one M(condafleet.proxy.conda_proxy_info) outcome per account) and of the
     M(condafleet.proxy.conda_proxy_info) tasks (looped ones included) of a playbook run, and the hosts that were
-    unreachable, and writes at the end of the run, into O(directory)
+    unreachable. At the end of the run it writes three files into O(directory).
   - C(fleet-report.html), one self-contained page (inline style and script, nothing loaded from anywhere, readable
     with JavaScript off). At the top, the number of hosts in each status; then the hosts grouped by status with the
     problems first (failed, unreachable, probe failed, conflicts or warnings, ok), and a sortable table with, for

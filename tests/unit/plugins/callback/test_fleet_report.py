@@ -271,15 +271,15 @@ def test_files_are_written_atomically_with_the_mode_and_the_directory_is_made(tm
     directory = tmp_path / "made" / "here"
     report = build(("h1", fr.CONDA_PROXY_INFO, info(), False))
     paths = fr.write_report(report, str(directory), ["html", "json", "junit"], 0o644)
-    assert sorted(os.path.basename(p) for p in paths) == ["fleet-report.html", "fleet-report.json",
-                                                           "fleet-report.junit.xml"]
+    names = ["fleet-report.html", "fleet-report.json", "fleet-report.junit.xml"]
+    assert sorted(os.path.basename(p) for p in paths) == names
     for path in paths:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     assert json.loads((directory / "fleet-report.json").read_text())["counts"]["ok"] == 1
     # a second run replaces the files; no temporary file stays; another mode when configured
     fr.write_report(report, str(directory), ["json"], 0o600)
     assert stat.S_IMODE(os.stat(directory / "fleet-report.json").st_mode) == 0o600
-    assert sorted(os.listdir(directory)) == ["fleet-report.html", "fleet-report.json", "fleet-report.junit.xml"]
+    assert sorted(os.listdir(directory)) == names
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch):
