@@ -7,20 +7,33 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.txt requirements/constraints.txt | cksum | cut -d' ' -f1)
 
 # Debian packages the tests use as real servers and consumers (shellcheck: ansible-test's shellcheck test;
-# python3-requests: the lab host h1 shares this machine's filesystem and its verify runs requests there).
-LAB_DEBS := tinyproxy squid zsh fish curl netcat-openbsd openssh-server debootstrap iproute2 openssl shellcheck python3-requests
+# python3-requests: the lab host h1 shares this machine's filesystem and its verify runs requests there;
+# chromium: the fleet report opened in a real headless browser; krb5-*, cntlm, libkrb5-dev: the Kerberos/NTLM lab).
+LAB_DEBS := tinyproxy squid zsh fish curl netcat-openbsd openssh-server debootstrap iproute2 openssl shellcheck python3-requests \
+	chromium krb5-kdc krb5-admin-server krb5-user cntlm libkrb5-dev
 # pytest workers (pytest-xdist); PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS    ?=
 JUNIT          := tests/output/junit/pytest.xml
 
-.PHONY: venv lab-deps collections demo docs test pytest unit sanity lint changelog-lint clean
+# What the tests put outside the checkout (see scripts/clean-machine.sh and `make clean-machine`).
+LAB_CACHE       ?= /var/cache/condafleet-lab
+LAB_RUN         ?= /var/tmp/condafleet-lab
+TEST_TMP        ?= /var/tmp
+INSTALLER_CACHE ?= /var/cache/condafleet-installers
+ANSIBLE_DIR     ?= $(HOME)/.ansible
+USER_CACHE      ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
+
+.PHONY: venv lab-deps lab-cache collections demo docs test pytest unit sanity lint changelog-lint clean clean-machine
 
 venv: $(STAMP)
 
+# About a minute the first time (ansible, ansible-core, molecule, ansible-lint, antsibull-docs, pytest... from PyPI):
+# scripts/pip_install.py prints a line per phase of pip's and one every 10 s.
 $(STAMP): requirements/dev.txt requirements/constraints.txt
+	@echo "venv: creating $(VENV) with $(PYTHON) and installing requirements/dev.txt (pinned by requirements/constraints.txt)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/dev.txt -c requirements/constraints.txt
+	@$(BIN)/python scripts/pip_install.py $(BIN)/pip -r requirements/dev.txt -c requirements/constraints.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # As root: apt-get update + install only when something is missing. Otherwise: say what is missing, go on.
@@ -34,8 +47,13 @@ collections:
 
 # Every test: unit + integration (pytest), ansible-test sanity, ansible-lint, changelog fragments.
 # -k: run all of them even when one fails; make still exits non-zero.
-test: lab-deps venv
+test: lab-deps venv lab-cache
 	@$(MAKE) --no-print-directory -k pytest sanity lint changelog-lint
+
+# As root: the lab's Debian roots (debootstrap, about a minute each, once) and real conda, built before pytest
+# so that their progress shows (inside pytest it is captured); later runs find them cached in $(LAB_CACHE).
+lab-cache: venv
+	@CONDAFLEET_LAB_CACHE=$(LAB_CACHE) $(BIN)/python scripts/lab_cache.py
 
 pytest: venv collections
 	@mkdir -p $(dir $(JUNIT))
@@ -69,6 +87,12 @@ docs: venv
 
 clean:
 	rm -rf $(VENV) collections tests/output docs/build .ansible
+
+# Everything the tests, the demo and the sanity run put outside the checkout (the lab's cache, ansible-test's
+# venvs and pip stand-in, molecule's directories...; the list and sizes: README.md). DRY_RUN=1 only lists.
+clean-machine:
+	@LAB_CACHE=$(LAB_CACHE) LAB_RUN=$(LAB_RUN) TEST_TMP=$(TEST_TMP) INSTALLER_CACHE=$(INSTALLER_CACHE) \
+		ANSIBLE_DIR=$(ANSIBLE_DIR) USER_CACHE=$(USER_CACHE) DRY_RUN=$(DRY_RUN) scripts/clean-machine.sh
 
 # Only antsibull-docs lint-collection-docs (plugin/role docs and every reference in docs/docsite), about 5 s.
 .PHONY: docs-lint

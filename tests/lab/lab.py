@@ -101,7 +101,8 @@ class LabError(RuntimeError):
 
 
 def log(message: str) -> None:
-    print("[lab] %s" % message, file=sys.stderr, flush=True)
+    sys.stderr.write("[lab] %s\n" % message)  # one write: lines of parallel bootstraps never interleave
+    sys.stderr.flush()
 
 
 def run(cmd: list[str], timeout: float = 60, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -223,6 +224,51 @@ def cache_key(suite: str, mirror: str) -> str:
     return "%s-%s" % (suite, hashlib.sha256(text.encode()).hexdigest()[:12])
 
 
+# debootstrap's own progress lines ("I: Retrieving libc6 2.36-9"): the phase each starts, and whether it counts a
+# package (Retrieving and Validating alternate, one pair per package: one phase).
+_DEBOOTSTRAP_PHASES = (("I: Retrieving ", "downloading", True), ("I: Validating ", "downloading", False),
+                       ("I: Resolving ", "resolving dependencies", False), ("I: Extracting ", "extracting", True),
+                       ("I: Installing ", "installing", False), ("I: Unpacking ", "unpacking", True),
+                       ("I: Configuring ", "configuring", True))
+PROGRESS_EVERY = 10.0  # seconds between two progress lines
+
+
+def _debootstrap(suite: str, root: str, mirror: str) -> tuple[int, str]:
+    """Run debootstrap, logging each new phase and then the phase and its package count every PROGRESS_EVERY
+    seconds (it takes a minute or more and would otherwise be silent); returns its exit code and output's end."""
+    proc = subprocess.Popen(
+        ["debootstrap", "--variant=" + VARIANT, "--include=" + ",".join(PACKAGES), suite, root, mirror],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace")
+    watchdog = threading.Timer(BOOTSTRAP_TIMEOUT, proc.kill)  # bounds the read loop below
+    watchdog.start()
+    tail: list[str] = []
+    counts: dict[str, int] = {}
+    last = 0.0
+    started = time.monotonic()
+    try:
+        for line in proc.stdout:
+            tail = (tail + [line])[-40:]
+            for prefix, phase, counted in _DEBOOTSTRAP_PHASES:
+                if line.startswith(prefix):
+                    break
+            else:
+                continue
+            new = phase not in counts
+            counts[phase] = counts.get(phase, 0) + counted
+            now = time.monotonic()
+            if new or now - last >= PROGRESS_EVERY:
+                last = now
+                done = "%d packages, " % counts[phase] if counts[phase] else ""
+                log("debootstrap %s: %s (%s%.0f s)" % (suite, phase, done, now - started))
+        proc.wait()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(tail)
+
+
 def bootstrap_root(suite: str, mirror: str | None = None, cache_dir: str = CACHE_DIR) -> str:
     """A debootstrapped root for ``suite`` from the cache, built once (about a minute) under a lock.
 
@@ -238,6 +284,7 @@ def bootstrap_root(suite: str, mirror: str | None = None, cache_dir: str = CACHE
         return root
     with open(final + ".lock", "w") as lock:
         deadline = time.monotonic() + BOOTSTRAP_TIMEOUT
+        waited = False
         while True:  # bounded: another run may be building the same root
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -245,19 +292,21 @@ def bootstrap_root(suite: str, mirror: str | None = None, cache_dir: str = CACHE
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise LabError("timed out waiting for another lab to bootstrap %s" % suite) from None
+                if not waited:
+                    log("debootstrap %s: another run is building it; waiting" % suite)
+                waited = True
                 time.sleep(0.5)
         if os.path.exists(os.path.join(final, "complete")):
             return root
         building = tempfile.mkdtemp(prefix=os.path.basename(final) + ".build-", dir=cache_dir)
         try:
-            log("debootstrap %s from %s (cached afterwards in %s)" % (suite, mirror, final))
+            log("debootstrap %s from %s: a minimal Debian root for a lab host, about a minute, once (cached in %s)"
+                % (suite, mirror, final))
             started = time.monotonic()
-            proc = subprocess.run(
-                ["debootstrap", "--variant=" + VARIANT, "--include=" + ",".join(PACKAGES), suite,
-                 os.path.join(building, "root"), mirror],
-                capture_output=True, text=True, timeout=BOOTSTRAP_TIMEOUT, stdin=subprocess.DEVNULL, check=False)
-            if proc.returncode != 0:
-                raise LabError("debootstrap %s failed: %s" % (suite, (proc.stdout + proc.stderr)[-2000:]))
+            returncode, output = _debootstrap(suite, os.path.join(building, "root"), mirror)
+            if returncode != 0:
+                raise LabError("debootstrap %s failed: %s" % (suite, output[-2000:]))
+            log("debootstrap %s: done in %.0f s" % (suite, time.monotonic() - started))
             # Keep the cached root small and neutral: no apt lists, no logs from the build.
             with open(os.path.join(building, "complete"), "w") as handle:
                 json.dump({"suite": suite, "mirror": mirror, "packages": list(PACKAGES),
