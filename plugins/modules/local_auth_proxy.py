@@ -114,9 +114,9 @@ options:
     default: ''
   ntlm_hash:
     description:
-      - The hash itself instead of O(password), so that the password never reaches the host: the 32 hex digits
-        that C(cntlm -H -u USERNAME -d DOMAIN) prints as C(PassNTLMv2) (or C(PassNT) with O(ntlm_response=nt)),
-        run where the password is. Never shown in output or diffs.
+      - The hash itself instead of O(password), so that the password never reaches the host. It is the 32 hex
+        digits that C(cntlm -H -u USERNAME -d DOMAIN) prints as C(PassNTLMv2) (or C(PassNT) with
+        O(ntlm_response=nt)), run where the password is. Never shown in output or diffs.
       - cntlm's hex is the bitwise complement of the standard NTLMv2 (or NT) hash bytes; the module computes the
         same form from O(password).
     type: str
@@ -146,7 +146,7 @@ options:
     default: 0.13.0
   px_source:
     description:
-      - A directory of wheels (C(pip download px-proxy)) to install from, with no index: for fleets without PyPI.
+      - A directory of wheels (C(pip download px-proxy)) to install from, with no index, for fleets without PyPI.
     type: path
   pip_index_url:
     description:
