@@ -258,6 +258,8 @@ def conda_proxy_entries(result: dict, failed: bool) -> list:
 
 def entries_of(kind: str, result: dict, failed: bool) -> list:
     """The entries of a task result of ``kind``; a loop's items one by one (skipped items left out)."""
+    if result.get("censored"):  # no_log: true on the task
+        return [plain_entry("failed" if failed else "ok", ["the task's result is hidden (no_log: true)"])]
     if isinstance(result.get("results"), list) and "verify" not in result and "requests" not in result:
         entries = []
         for item in result["results"]:

@@ -304,3 +304,52 @@ def test_mode_is_an_octal_string(value, expected):
 def test_a_bad_mode_is_refused(value):
     with pytest.raises(ValueError, match="octal"):
         fr.parse_mode(value)
+
+
+def test_a_hidden_result_says_so():
+    report = build(("h1", fr.CONDA_PROXY_INFO, {"censored": "hidden", "changed": False}, False))
+    (entry,) = report["hosts"][0]["accounts"]
+    assert entry["status"] == "ok" and not entry["verified"]
+    assert entry["problems"] == ["the task's result is hidden (no_log: true)"]
+
+
+# -------------------------------------------------------------------------------- the callback itself
+
+
+class _Result:
+    """What ansible-core hands a callback: the task, the host and the result dict."""
+
+    def __init__(self, task, host, result):
+        self._task, self._host, self._result = task, host, result
+        self.result = result
+
+
+def test_the_callback_collects_only_its_tasks_and_writes_at_the_end(tmp_path, monkeypatch):
+    from ansible.inventory.host import Host
+    from ansible.playbook.task import Task
+    from ansible.plugins.loader import callback_loader
+
+    monkeypatch.setenv("CONDAFLEET_FLEET_REPORT_DIR", str(tmp_path / "out"))
+    monkeypatch.setenv("CONDAFLEET_FLEET_REPORT_FORMATS", "json")
+    monkeypatch.setenv("CONDAFLEET_FLEET_REPORT_MODE", "0600")
+    callback = callback_loader.get("condafleet.proxy.fleet_report")
+    assert callback is not None and callback.CALLBACK_NEEDS_ENABLED
+    callback.set_options()
+
+    def task(action, name):
+        return Task.load({"name": name, action: {}})
+
+    info_task = task("condafleet.proxy.conda_proxy_info", "Show the proxy")
+    callback.v2_runner_on_ok(_Result(info_task, Host("h1"), info()))
+    callback.v2_runner_on_failed(_Result(task("condafleet.proxy.conda_proxy", "Role"), Host("h2"), {"failed": True, "msg": "no"}))
+    callback.v2_runner_on_ok(_Result(task("ansible.builtin.debug", "Other"), Host("h3"), {"msg": PROXY_WITH_PASSWORD}))
+    callback.v2_runner_on_unreachable(_Result(task("ansible.builtin.ping", "Ping"), Host("h4"), {"msg": "down"}))
+    callback.v2_playbook_on_stats(None)
+
+    path = tmp_path / "out" / "fleet-report.json"
+    assert os.listdir(tmp_path / "out") == ["fleet-report.json"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    report = json.loads(path.read_text())
+    listed = [(h["host"], h["status"]) for h in report["hosts"]]
+    assert listed == [("h2", "failed"), ("h4", "unreachable"), ("h1", "ok")]
+    assert report["hosts"][2]["accounts"][0]["task"] == "Show the proxy"
