@@ -95,7 +95,7 @@ options:
   service_user:
     description:
       - The account the system service runs as and that owns the credential file (V(ntlm), V(basic)). Required
-        for them; create it first (M(ansible.builtin.user) with C(system=true)).
+        for them; create it first (C(ansible.builtin.user) with C(system=true)).
       - Not used with O(auth=kerberos) (the service runs as O(user)).
     type: str
   username:
