@@ -174,7 +174,10 @@ def _route(value) -> dict | None:
     """A ``requests`` item of conda_proxy_info (proxy, source, setting), or None."""
     if not isinstance(value, dict):
         return None
-    return {"proxy": value.get("proxy"), "source": value.get("source"), "setting": value.get("setting")}
+    route = {"proxy": value.get("proxy"), "source": value.get("source"), "setting": value.get("setting")}
+    if value.get("file"):  # the .condarc file that set it, when the module says
+        route["file"] = value["file"]
+    return route
 
 
 def _probe(value) -> dict | None:
@@ -459,7 +462,9 @@ def _row_html(host: dict, entry: dict, anchor: str | None) -> str:
                 else:
                     shown = "direct"
                 origin = "from %s" % route["setting"] if route.get("setting") else "no proxy setting"
-                if route.get("source") in SOURCE_LABELS:
+                if route.get("file"):
+                    origin += " in %s" % route["file"]
+                elif route.get("source") in SOURCE_LABELS:
                     origin += " (%s)" % SOURCE_LABELS[route["source"]]
                 cells.append('<td data-sort="%s">%s<br><small>%s</small></td>'
                              % (_escape(describe_route(route)), shown, _escape(origin)))

@@ -353,3 +353,12 @@ def test_the_callback_collects_only_its_tasks_and_writes_at_the_end(tmp_path, mo
     listed = [(h["host"], h["status"]) for h in report["hosts"]]
     assert listed == [("h2", "failed"), ("h4", "unreachable"), ("h1", "ok")]
     assert report["hosts"][2]["accounts"][0]["task"] == "Show the proxy"
+
+
+def test_the_file_that_set_the_proxy_is_shown_when_the_module_names_it():
+    result = info()
+    result["requests"]["packages"] = {"proxy": PROXY, "source": "condarc", "setting": "proxy_servers http",
+                                      "file": "/etc/conda/.condarc"}
+    page = fr.render_html(build(("h1", fr.CONDA_PROXY_INFO, result, False)))
+    assert "from proxy_servers http in /etc/conda/.condarc" in page
+    assert "from proxy_servers http (.condarc)" in page  # repodata: the module did not say which file
