@@ -294,7 +294,9 @@ def test_document_commands_run_as_written(document, tarball):
                 shown_output[len(plan)] = shown
             plan.append((block, command, None))
     if not any(command for _b, command, _c in plan):
-        pytest.skip("no command to run in %s (not run: %s)" % (document, skipped or "none"))
+        if skipped:
+            pytest.skip("every command of %s is in NOT_RUN: %s" % (document, "; ".join(r for _c, r in skipped)))
+        return  # a document without a command block
 
     sandbox = tempfile.mkdtemp(prefix="condafleet-doccmds-", dir="/var/tmp")
     try:
