@@ -106,7 +106,7 @@ STATUS_LABELS = {
     "ok": "ok",
 }
 RANK = {status: rank for rank, status in enumerate(STATUSES)}
-SOURCE_LABELS = {"condarc": ".condarc", "env": "login environment"}
+SOURCE_LABELS = {"condarc": ".condarc", "env": "login environment", "wininet": "Windows Internet Settings"}
 
 CONDA_PROXY = "condafleet.proxy.conda_proxy"
 CONDA_PROXY_INFO = "condafleet.proxy.conda_proxy_info"

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix) if (Path(sys.prefix) / "bin" / "antsibull-docs").exists() else REPO / ".venv"
 MODULES = ["conda_proxy", "condarc_proxy", "env_proxy", "netrc_entry", "conda_proxy_info"]
 GUIDES = ["quickstart", "method_condarc", "method_env", "method_netrc", "os_notes", "troubleshooting",
-          "hardening", "large_fleets"]
+          "hardening", "large_fleets", "fleet_report", "auth_proxy", "security", "lockdown", "performance"]
 
 pytestmark = pytest.mark.slow
 
