@@ -95,7 +95,7 @@ options:
   service_user:
     description:
       - The account the system service runs as and that owns the credential file (V(ntlm), V(basic)). Required
-        for them; create it first (C(ansible.builtin.user) with C(system=true)).
+        for V(ntlm), V(basic) and V(none); create it first (C(ansible.builtin.user) with C(system=true)).
       - Not used with O(auth=kerberos) (the service runs as O(user)).
     type: str
   username:
@@ -445,8 +445,8 @@ class Run:
             return None, self.account
         name = self.params["service_user"]
         if not name:
-            raise Failure("auth=%s runs a system service: service_user (the account that runs it and alone reads "
-                          "the credential file) is required" % self.auth)
+            raise Failure("auth=%s runs a system service: service_user (the unprivileged account that runs it and "
+                          "alone reads its credential file) is required" % self.auth)
         try:
             account = resolve_account(name)
         except FileRefused as exc:

@@ -291,11 +291,31 @@ def test_basic_system_service_check_apply_idempotent_absent(host, wheelhouse, ve
         holding = files_holding([host.etc.path, venv_dir, svc.pw_dir], MARKERS)
         assert holding == [env_file], holding
 
+        installed = tree_state(host.etc.path)
+        assert host.configure(dict(state="absent"), check=True)["changed"]
+        assert tree_state(host.etc.path) == installed  # check mode removes nothing
         removed = host.configure(dict(state="absent"))
         assert removed["changed"]
         after = tree_state(host.etc.path)
         assert after == before, sorted(set(after) ^ set(before))
         assert os.path.isdir(venv_dir)  # kept unless remove_venv
+        assert not host.configure(dict(state="absent"))["changed"]
+
+
+def test_backup_keeps_a_hand_written_unit(host, wheelhouse, venv_dir):
+    """A unit of the same name written by hand is backed up (backup=true) before it is replaced."""
+    unit = host.path("/etc/systemd/system/condafleet-auth-proxy.service")
+    os.makedirs(os.path.dirname(unit), exist_ok=True)
+    with open(unit, "w") as handle:
+        handle.write("[Service]\nExecStart=/usr/local/bin/hand-made-proxy\n")
+    svc = host.add_account("nonesvc")
+    applied = host.configure(dict(auth="none", upstream=["127.0.0.1:3128"], listen_port=free_port(), venv=venv_dir,
+                                  px_source=wheelhouse, backup=True, service_user=svc.pw_name))
+    assert len(applied["backup_files"]) == 1, applied
+    with open(host.path(applied["backup_files"][0])) as handle:
+        assert "hand-made-proxy" in handle.read()
+    with open(unit) as handle:
+        assert "condafleet" in handle.read()
 
 
 def test_bad_input_fails_clearly_and_writes_nothing(host, venv_dir):
