@@ -634,12 +634,13 @@ class Run:
             self.warnings.append("systemd is not running on this host: %s was written but not enabled or started "
                                  "(start it with the host's service manager, or set start: false)" % self.unit_path)
             return
-        if self.module.check_mode:
-            return
         if manager == "launchd":
             domain = self.launchctl_domain()
             loaded = self.module.run_command(["launchctl", "print", "%s/%s" % (domain, self.label)])[0] == 0
             if loaded and not changed:
+                return
+            if self.module.check_mode:
+                self.result["changed"] = True
                 return
             if loaded:
                 self.module.run_command(["launchctl", "bootout", "%s/%s" % (domain, self.label)])
@@ -649,13 +650,18 @@ class Run:
             self.result["service"].update(started=True, enabled=True)
             self.result["changed"] = True
             return
+        # is-enabled and is-active only read: check mode asks them too, to predict the change
+        enabled = self.systemctl("is-enabled", "--quiet", name, check=False) == 0
+        active = self.systemctl("is-active", "--quiet", name, check=False) == 0
+        if self.module.check_mode:
+            self.result["changed"] = self.result["changed"] or not enabled or not active
+            return
         if changed:
             self.systemctl("daemon-reload")
-        if self.systemctl("is-enabled", "--quiet", name, check=False) != 0:
+        if not enabled:
             self.systemctl("enable", name)
             self.result["service"]["enabled"] = True
             self.result["changed"] = True
-        active = self.systemctl("is-active", "--quiet", name, check=False) == 0
         if changed or not active:
             self.systemctl("restart", name)
             self.result["service"]["started"] = True
@@ -675,7 +681,7 @@ class Run:
             return
         name = self.params["service_name"]
         if self.module.check_mode:
-            return
+            return  # removing the unit file already reports the change
         self.systemctl("disable", "--now", name, check=False)
         self.result["service"]["stopped"] = True
 
