@@ -12,6 +12,7 @@ through its own action plugin, and returns their results in the module's shape.
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 
@@ -50,6 +51,11 @@ class ActionModule(NormalAction):
     TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
+        # This runs in a worker forked for this one task and host. A full garbage collection there walks every
+        # object inherited from the controller's process, copying its pages (under Mitogen, whose per-task scan
+        # of the installed collections tips the worker into one, ~60 ms per host: docs/performance.md); what the
+        # worker inherited is not its garbage to collect.
+        gc.freeze()
         task_vars = task_vars or {}
         host = on_controller(self, task_vars)
         if host is None:
