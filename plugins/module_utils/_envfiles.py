@@ -19,7 +19,6 @@ line early, and a value a format cannot hold is refused with a message, never ma
 
 from __future__ import annotations
 
-import plistlib
 import posixpath
 import re
 import typing as t
@@ -421,6 +420,8 @@ def render_launchd(before: bytes | None, spec: EnvSpec) -> bytes | None:
     At login launchd runs ``/bin/sh -c LAUNCHD_SCRIPT condafleet-proxy NAME VALUE ...``, which
     calls ``launchctl setenv NAME VALUE`` for each pair, so GUI apps see the variables.
     """
+    import plistlib  # only macOS hosts write a LaunchAgent: the other runs need not import it
+
     if spec.state == "absent":
         return None
     argv = ["/bin/sh", "-c", LAUNCHD_SCRIPT, LAUNCHD_ARGV0]
