@@ -61,11 +61,14 @@ def main(argv: list[str]) -> int:
     ticker = threading.Thread(target=heartbeat, daemon=True)
     ticker.start()
     tail: list[str] = []
+    warnings: list[str] = []
     try:
         for line in proc.stdout:
             tail = (tail + [line])[-60:]
             with lock:
-                if line.startswith("Collecting "):
+                if line.startswith("WARNING:"):
+                    warnings.append(line.strip())
+                elif line.startswith(("Collecting ", "Requirement already satisfied: ")):
                     if state["phase"] != "resolving":
                         state["phase"] = "resolving"
                         say("resolving and downloading packages (%d pinned; about a minute on a fresh machine)" % total)
@@ -83,6 +86,10 @@ def main(argv: list[str]) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if proc.returncode == 0 and state["phase"] != "done":
+        say("done: everything was installed already")
+    if warnings and proc.returncode == 0:
+        print("venv: pip warned %d time(s), first: %s" % (len(warnings), warnings[0]), flush=True)
     if proc.returncode != 0:
         sys.stderr.write("".join(tail))
         print("venv: pip install failed (exit %d); its output ends above" % proc.returncode, file=sys.stderr)
