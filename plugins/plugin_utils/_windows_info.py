@@ -28,9 +28,11 @@ import base64
 import re
 
 from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.condafleet.proxy.plugins.module_utils._combined import validate_args
 from ansible_collections.condafleet.proxy.plugins.module_utils._probe import (
     REQUEST_KINDS,
     CondarcMerge,
+    info_argument_spec,
     mask_proxy_url,
     scheme_conflict,
     select_proxy_setting,
@@ -38,6 +40,7 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._probe import (
     wininet_proxies,
 )
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import secrets_in
+from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import masked
 
 try:
     from urllib.parse import urlsplit
@@ -185,3 +188,28 @@ class WindowsView:
                 "proxy, on Windows the registry's when no variable is set, override proxy_servers), packages "
                 "through proxy_servers. To fix it, %s"
                 % (scheme, told, setting, conflict["proxy_servers"] or "'' (a direct connection)", fix))
+
+
+def windows_info(action, args: dict, task_vars: dict) -> dict:
+    """conda_proxy_info's result for a Windows host (slurp and win_reg_stat only read, in check mode too)."""
+
+    def execute(module_name: str, module_args: dict) -> dict:
+        return action._execute_module(module_name=module_name, module_args=module_args, task_vars=task_vars)
+
+    view = WindowsView(execute)
+    result: dict = {"changed": False}
+    try:
+        params = validate_args(info_argument_spec(), args)
+        unsupported = [name for name in UNSUPPORTED if params.get(name)]
+        if unsupported:
+            raise ValueError("%s cannot be used on Windows hosts: the view is the connecting account's (its HKCU "
+                             "registry hive); connect, or use become_user, as the account" % ", ".join(unsupported))
+        context = action._play_context
+        result.update(user=(context.become_user if context.become else context.remote_user) or None,
+                      conda=dict(path=None, found_by=None, proxy_servers=None), **view.gather(params))
+    except ValueError as exc:
+        result.update(failed=True, msg=to_native(exc))
+    if view.problems and not result.get("failed"):
+        result.update(failed=True, msg="; ".join(view.problems), problems=view.problems)
+    action._remove_tmp_path(action._connection._shell.tmpdir)
+    return masked(result, [secret for secret in view.secrets if secret])
