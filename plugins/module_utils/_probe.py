@@ -433,8 +433,21 @@ def proxy_url_problem(url: str) -> str | None:
     return None
 
 
-def classify_failure(exc: BaseException) -> tuple:
-    """``(outcome, explanation)`` for an exception raised by a request through a proxy."""
+LOCAL_PROXY_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def classify_failure(exc: BaseException, proxy: str | None = None) -> tuple:
+    """``(outcome, explanation)`` for an exception raised by a request through ``proxy``.
+
+    A local authenticating proxy (px, cntlm on loopback) that cannot log in to the corporate proxy answers
+    401 (px) or 407 (cntlm) itself: that is ``upstream_auth_failed``, not a credential the client lacks."""
+    status = exc.code if isinstance(exc, HTTPError) else None
+    text = str(getattr(exc, "reason", exc))
+    if proxy and (urlsplit(proxy).hostname or "") in LOCAL_PROXY_HOSTS and (
+            status in (401, 407) or re.search(r"\b40[17]\b", text) and "Tunnel" in text):
+        return ("upstream_auth_failed", "the local authenticating proxy %s answered %s: it could not log in to the "
+                "corporate proxy. With Kerberos the account has no valid ticket (klist; kinit, or log in again); with "
+                "NTLM or Basic the credentials it holds were refused" % (proxy, status or text))
     if isinstance(exc, HTTPError):
         if exc.code == 407:
             return ("proxy_auth_required", "the proxy answered 407 Proxy Authentication Required: the proxy "

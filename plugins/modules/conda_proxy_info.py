@@ -225,8 +225,9 @@ probe:
       elements: str
     outcome:
       description: >-
-        V(ok), V(proxy_auth_required), V(tls_error), V(proxy_unreachable), V(timeout), V(http_error),
-        V(invalid_proxy) or V(error).
+        V(ok), V(proxy_auth_required), V(upstream_auth_failed) (a local authenticating proxy on loopback could
+        not log in to the corporate proxy, for example without a Kerberos ticket), V(tls_error),
+        V(proxy_unreachable), V(timeout), V(http_error), V(invalid_proxy) or V(error).
       type: str
     status:
       description: The HTTP status, when one was received.
@@ -594,10 +595,10 @@ def probe(url: str, proxy: str | None, context, authorization: str | None, timeo
             response.read(1024)
             return {"outcome": "ok", "status": response.status}
     except HTTPError as exc:
-        outcome, message = classify_failure(exc)
+        outcome, message = classify_failure(exc, proxy)
         return {"outcome": outcome, "status": exc.code, "message": message}
     except (URLError, OSError, ssl.SSLError, ValueError) as exc:
-        outcome, message = classify_failure(exc)
+        outcome, message = classify_failure(exc, proxy)
         if not proxy and outcome == "proxy_unreachable":
             outcome, message = "error", "the URL could not be reached directly (%s)" % exc
         return {"outcome": outcome, "message": message}

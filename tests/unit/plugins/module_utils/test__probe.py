@@ -250,3 +250,37 @@ def test_read_regular_file_refuses_a_huge_file_and_reads_a_normal_one(tmp_path):
 ])
 def test_mask_proxy_url_masks_the_whole_password_even_unencoded(url, shown):
     assert mask_proxy_url(url) == shown
+
+
+def test_classify_a_local_proxy_that_cannot_log_in_upstream():
+    """px answers 401 itself when the corporate proxy refuses it (no Kerberos ticket): a real loopback server
+    answering as px does; the same answer from a proxy elsewhere stays an HTTP error."""
+    import http.server
+    import threading
+
+    class Px(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(401, "Unauthorized")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Px)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        proxy = "http://127.0.0.1:%d" % server.server_address[1]
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy}))
+        with pytest.raises(urllib.error.HTTPError) as info:
+            opener.open("http://repo.example/x", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    outcome, message = classify_failure(info.value, proxy)
+    assert outcome == "upstream_auth_failed" and "klist" in message
+    assert classify_failure(info.value, "http://proxy.corp.example:3128")[0] == "http_error"
+    tunnel = urllib.error.URLError(OSError("Tunnel connection failed: 401 Unauthorized"))
+    assert classify_failure(tunnel, proxy)[0] == "upstream_auth_failed"
