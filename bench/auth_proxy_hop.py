@@ -143,15 +143,20 @@ def curl(proxy: str, url: str, options: list[str], env: dict[str, str] | None = 
     proc = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--max-time", "20",
                            "--proxy", proxy] + options + [url], env=env, capture_output=True, text=True, timeout=60,
                           check=False)
-    code, _, seconds = proc.stdout.partition(" ")
-    return code, float(seconds or 0)
+    fields = proc.stdout.split()
+    return (fields[0], float(fields[1])) if len(fields) == 2 else ("000", 0.0)
+
+
+def status(proxy: str, url: str, options: list[str], env: dict[str, str] | None = None) -> str:
+    """The HTTP status of one fresh curl through ``proxy`` (``000`` when nothing answered)."""
+    return curl(proxy, url, options, env)[0]
 
 
 def latency(proxy: str, url: str, options: list[str], requests: int, env=None) -> dict:
     """``requests`` GETs of ``url`` through ``proxy``, measured by curl (``time_total``) two ways: ``new``, a fresh
     curl and connection each (a new conda process), and ``reused``, one curl keeping its connection to the proxy
     (a conda session). Median and 95th percentile in milliseconds, and the statuses seen."""
-    fresh = [curl(proxy, url, options, env) for _ in range(requests)]
+    fresh = [curl(proxy, url, options, env) for _request in range(requests)]
     argv = ["curl", "-s", "-w", "%{http_code} %{time_total}\n", "--max-time", "120", "--proxy", proxy] + options
     for index in range(requests):
         argv += ["-o", "/dev/null", "%s?n=%d" % (url, index)]
@@ -159,8 +164,8 @@ def latency(proxy: str, url: str, options: list[str], requests: int, env=None) -
     reused = [(code, float(seconds)) for code, seconds in (line.split() for line in out.splitlines())]
     measured = {}
     for name, samples in (("new", fresh), ("reused", reused)):
-        times = sorted(seconds * 1000 for _, seconds in samples)
-        measured[name] = {"codes": sorted({code for code, _ in samples}), "median_ms": statistics.median(times),
+        times = sorted(seconds * 1000 for _code, seconds in samples)
+        measured[name] = {"codes": sorted({code for code, _seconds in samples}), "median_ms": statistics.median(times),
                           "p95_ms": times[max(0, int(round(0.95 * len(times))) - 1)]}
     return measured
 
@@ -226,7 +231,7 @@ def main() -> int:
 
     work = tempfile.mkdtemp(prefix="condafleet-authbench-")
     os.chmod(work, 0o755)
-    roots = [tempfile.mkdtemp(prefix="channel-", dir=work) for _ in range(2)]
+    roots = [tempfile.mkdtemp(prefix="channel-", dir=work) for _root in range(2)]
     for root in roots:
         write_channel(root)
     base_env = dict(os.environ, HOME=work)
@@ -253,20 +258,23 @@ def main() -> int:
         px_krb = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=localhost:%d" % krb_squid.port,
                   "--auth=NEGOTIATE"]
         with Candidate(px_krb, account_env, work, account) as px:
-            code, _ = curl(px.url, url, [])
+            code = status(px.url, url, [])
             check("px kerberos (account's ticket) -> negotiate squid", code == "200",
                   "status %s, squid user %s" % (code, users_since(krb_squid, seen)))
             row("kerberos", "via px (as account)", latency(px.url, url, [], args.requests), px.start_seconds,
                 px.rss_kib())
             kdc.kdestroy_as(account)
-            code, _ = curl(px.url, url, [])
-            check("px kerberos after kdestroy", code == "200", "status %s" % code)
+            code = status(px.url, url, [])
+            check("px kerberos after kdestroy (running px, warm connection)", code == "200", "status %s" % code)
+            with Candidate(px_krb, account_env, work, account) as fresh:
+                code = status(fresh.url, url, [])
+            check("px kerberos after kdestroy (px started after it)", code == "200", "status %s" % code)
             kdc.kinit_as(account, user_principal, "us3r-pw")
-            code, _ = curl(px.url, url, [])
+            code = status(px.url, url, [])
             check("px kerberos after a new kinit (px not restarted)", code == "200", "status %s" % code)
         cntlm_krb = cntlm_config(work, krb_squid.port, cntlm_hashes()["PassNTLMv2"], "cntlm-krb.conf")
         with Candidate(cntlm_argv(cntlm_krb), base_env, work) as cntlm:
-            code, _ = curl(cntlm.url, url, [])
+            code = status(cntlm.url, url, [])
             check("cntlm -> negotiate squid (NTLM only)", code == "200", "status %s" % code)
 
         # --- NTLM (ntlm_fake_auth: any password passes; the verifier below tells right from wrong) ---
@@ -276,20 +284,20 @@ def main() -> int:
                    "--auth=NTLM", "--username=%s\\%s" % (NTLM_DOMAIN, NTLM_USER)]
         seen = len(ntlm_squid.entries())
         with Candidate(px_ntlm, dict(base_env, PX_PASSWORD=NTLM_PASSWORD), work) as px:
-            code, _ = curl(px.url, url, [])
+            code = status(px.url, url, [])
             check("px ntlm (PX_PASSWORD) -> ntlm squid", code == "200",
                   "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
             row("ntlm", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
         hashes = cntlm_hashes()
         conf = cntlm_config(work, ntlm_squid.port, hashes["PassNTLMv2"], "cntlm-v2.conf")
         with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-            code, _ = curl(cntlm.url, url, [])
+            code = status(cntlm.url, url, [])
             # ntlm_fake_auth's challenge has no target info block, which cntlm's NTLMv2 needs (a real one has it).
             check("cntlm ntlm (PassNTLMv2) -> ntlm squid (fake helper)", code == "200", "status %s" % code)
         seen = len(ntlm_squid.entries())
         conf = cntlm_config(work, ntlm_squid.port, hashes["PassNT"], "cntlm-nt.conf", dialect="NT")
         with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-            code, _ = curl(cntlm.url, url, [])
+            code = status(cntlm.url, url, [])
             check("cntlm ntlm (PassNT) -> ntlm squid", code == "200",
                   "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
             row("ntlm", "via cntlm", latency(cntlm.url, url, [], args.requests), cntlm.start_seconds, cntlm.rss_kib())
@@ -302,23 +310,23 @@ def main() -> int:
                              work)
         with verifier:
             target = "http://ntlm-verifier.invalid/"  # the verifier answers itself, nothing is fetched
-            code, _ = curl(verifier.url, target, ["--proxy-ntlm", "-U", "%s\\%s:%s" % (NTLM_DOMAIN, NTLM_USER,
-                                                                                       NTLM_PASSWORD)])
+            right = "%s\\%s:%s" % (NTLM_DOMAIN, NTLM_USER, NTLM_PASSWORD)
+            code = status(verifier.url, target, ["--proxy-ntlm", "-U", right])
             check("verifier: curl with the right password", code == "200", "status %s" % code)
-            code, _ = curl(verifier.url, target, ["--proxy-ntlm", "-U", "%s\\%s:wrong" % (NTLM_DOMAIN, NTLM_USER)])
+            code = status(verifier.url, target, ["--proxy-ntlm", "-U", "%s\\%s:wrong" % (NTLM_DOMAIN, NTLM_USER)])
             check("verifier: curl with a wrong password", code == "200", "status %s" % code)
             lm_nt = "%s:%s" % (hashes["PassLM"], hashes["PassNT"])
             for label, secret in (("password", NTLM_PASSWORD), ("LM:NT hash", lm_nt), ("wrong password", "wrong")):
                 argv = [a if not a.startswith("--proxy=") else "--proxy=%s:%d" % (LOOPBACK, verifier.port)
                         for a in px_ntlm]
                 with Candidate(argv, dict(base_env, PX_PASSWORD=secret), work) as px:
-                    code, _ = curl(px.url, target, [])
+                    code = status(px.url, target, [])
                 check("verifier: px PX_PASSWORD=<%s>" % label, code == "200", "status %s" % code)
             for label, value in (("PassNTLMv2 of the password", hashes["PassNTLMv2"]),
                                  ("PassNTLMv2 of another password", "0" * 32)):
                 conf = cntlm_config(work, verifier.port, value, "cntlm-verify.conf")
                 with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-                    code, _ = curl(cntlm.url, target, [])
+                    code = status(cntlm.url, target, [])
                 check("verifier: cntlm %s" % label, code == "200", "status %s" % code)
 
         # --- Basic ---
@@ -327,15 +335,15 @@ def main() -> int:
         px_basic = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=%s:%d" % (LOOPBACK, basic_squid.port),
                     "--auth=BASIC", "--username=%s" % BASIC_USER]
         with Candidate(px_basic, dict(base_env, PX_PASSWORD=BASIC_PASSWORD), work) as px:
-            code, _ = curl(px.url, url, [])
+            code = status(px.url, url, [])
             check("px basic (PX_PASSWORD) -> basic squid", code == "200", "status %s" % code)
             row("basic", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
         with Candidate(px_basic, dict(base_env, PX_PASSWORD="wrong"), work) as px:
-            code, _ = curl(px.url, url, [])
+            code = status(px.url, url, [])
             check("px basic, wrong password", code == "200", "status %s" % code)
         conf = cntlm_config(work, basic_squid.port, hashes["PassNTLMv2"], "cntlm-basic.conf")
         with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-            code, _ = curl(cntlm.url, url, [])
+            code = status(cntlm.url, url, [])
             check("cntlm -> basic squid (NTLM only)", code == "200", "status %s" % code)
 
         # --- PAC: the channel on localhost through the Kerberos squid, the one on 127.0.0.1 direct ---
@@ -347,8 +355,8 @@ def main() -> int:
                 seen = len(krb_squid.entries())
                 via_url = "http://localhost:%d%s" % (channel.port, CHANNEL_FILE)
                 direct_url = "http://%s:%d%s" % (LOOPBACK, other_channel.port, CHANNEL_FILE)
-                code_proxied, _ = curl(px.url, via_url, [])
-                code_direct, _ = curl(px.url, direct_url, [])
+                code_proxied = status(px.url, via_url, [])
+                code_direct = status(px.url, direct_url, [])
                 logged = [entry["url"] for entry in krb_squid.entries()[seen:]]
                 check("px --pac: PROXY host via the negotiate squid", code_proxied == "200" and via_url in logged,
                       "status %s, squid logged it: %s" % (code_proxied, via_url in logged))
