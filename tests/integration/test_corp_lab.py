@@ -18,8 +18,8 @@ import pytest
 
 from accounts import throwaway_account
 from corpauth import KRB5_PROGRAMS, NEGOTIATE_HELPER, NTLM_HELPER, REALM, Kdc, NegotiateSquid, NtlmSquid, \
-    PacServer, pac_script
-from servers import require
+    NtlmV2Squid, PacServer, pac_script
+from servers import LOOPBACK, _Server, require
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +104,57 @@ def test_ntlm_squid_takes_curl_ntlm_and_logs_the_user(channel):
         users = [entry["user"] for entry in proxy.entries() if entry["status"] == "200"]
         # ntlm_fake_auth checks no password and names the user as the client sent it.
         assert len(users) == 1 and "ntlmuser" in users[0], proxy.log()
+
+
+NTLM_PASSWORD = "Ntlm pw:9#%"  # ASCII: curl, libcurl (px) and cntlm hash a non-ASCII password wrongly
+
+
+def test_ntlmv2_squid_checks_the_password(channel):
+    require("/usr/sbin/squid", "curl")
+    url = channel.url + CHANNEL_FILE
+    with NtlmV2Squid({"bob": NTLM_PASSWORD}) as proxy:
+        assert fetch(proxy.url, url, "--proxy-ntlm", "-U", "CORP\\bob:%s" % NTLM_PASSWORD).stdout == "200"
+        assert fetch(proxy.url, url, "--proxy-ntlm", "-U", "bob:%s" % NTLM_PASSWORD).stdout == "200"  # default domain
+        assert fetch(proxy.url, url, "--proxy-ntlm", "-U", "CORP\\bob:wrong").stdout == "407"
+        assert fetch(proxy.url, url, "--proxy-ntlm", "-U", "CORP\\eve:%s" % NTLM_PASSWORD).stdout == "407"
+        assert fetch(proxy.url, url, "--proxy-user", "bob:%s" % NTLM_PASSWORD).stdout == "407"  # no Basic
+        users = [entry["user"] for entry in proxy.entries() if entry["status"] == "200"]
+        assert users == ["CORP\\bob", "CORP\\bob"], proxy.log()
+        with open(os.path.join(proxy.workdir, "ntlm-hashes")) as handle:
+            assert NTLM_PASSWORD not in handle.read()
+
+
+class Cntlm(_Server):
+    """cntlm (the Debian package) on loopback with only the ``PassNTLMv2`` hash in its configuration."""
+
+    name = "cntlm"
+
+    def __init__(self, upstream_port: int, user: str, domain: str, password_hash: str) -> None:
+        super().__init__()
+        self.conf = os.path.join(self.workdir, "cntlm.conf")
+        with open(self.conf, "w") as handle:
+            handle.write("Username %s\nDomain %s\nPassNTLMv2 %s\nAuth NTLMv2\nProxy %s:%d\n"
+                         % (user, domain, password_hash, LOOPBACK, upstream_port))
+        os.chmod(self.conf, 0o600)
+
+    def command(self) -> list[str]:
+        return ["cntlm", "-f", "-l", "%s:%d" % (LOOPBACK, self.port), "-c", self.conf]
+
+
+def test_cntlm_hash_passes_ntlmv2_squid(channel):
+    """cntlm with the ``PassNTLMv2`` hash that ``cntlm -H`` prints (the password on stdin) answers the checking
+    squid's NTLMv2 challenge; a hash of another password is refused."""
+    require("/usr/sbin/squid", "cntlm", "curl")
+    url = channel.url + CHANNEL_FILE
+    printed = subprocess.run(["cntlm", "-H", "-u", "bob", "-d", "CORP"], input=NTLM_PASSWORD + "\n",
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    password_hash = next(line.split()[1] for line in printed.splitlines() if line.startswith("PassNTLMv2 "))
+    with NtlmV2Squid({"bob": NTLM_PASSWORD}) as proxy:
+        with Cntlm(proxy.port, "bob", "CORP", password_hash) as local:
+            assert fetch(local.url, url).stdout == "200", local.workdir
+        with Cntlm(proxy.port, "bob", "CORP", "0" * 32) as local:
+            assert fetch(local.url, url).stdout == "407"
+        assert [entry["user"] for entry in proxy.entries() if entry["status"] == "200"] == ["CORP\\bob"]
 
 
 def test_pac_file_is_served():

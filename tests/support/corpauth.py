@@ -16,9 +16,11 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import uuid
 
-from servers import LOOPBACK, AccountSquid, _Server, _squid_user, _ThreadServer, free_port
+from ntlm_helper import nt_hash
+from servers import LOOPBACK, AccountSquid, _Server, _squid_user, _ThreadServer
 
 REALM = "CONDAFLEET.TEST"
 KRB5_PROGRAMS = ("/usr/sbin/krb5kdc", "/usr/sbin/kdb5_util", "/usr/sbin/kadmin.local", "kinit", "kdestroy", "klist")
@@ -221,6 +223,37 @@ class NtlmSquid(_SchemeSquid):
                 "auth_param ntlm keep_alive on"]
 
 
+class NtlmV2Squid(_SchemeSquid):
+    """squid requiring NTLM and really checking it: a stdlib helper (:mod:`ntlm_helper`) sends a challenge with
+    target info (which cntlm's NTLMv2 needs) and accepts only an NTLMv2 response proving the NT hash of one of
+    ``accounts`` (user name -> password, in ``domain``). The helper's file holds NT hashes, never a password.
+    NTLMv1 is refused. The access log names ``DOMAIN\\user``."""
+
+    name = "squid-ntlmv2"
+
+    def __init__(self, accounts: dict[str, str], domain: str = "CORP", workdir: str | None = None) -> None:
+        super().__init__(workdir)
+        self.ntlm_accounts = dict(accounts)
+        self.domain = domain
+
+    def auth_lines(self) -> list[str]:
+        # A copy next to the config: squid's user may not be able to reach this checkout.
+        helper = os.path.join(self.workdir, "ntlm_helper.py")
+        shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ntlm_helper.py"), helper)
+        hashes = os.path.join(self.workdir, "ntlm-hashes")
+        with open(hashes, "w") as handle:
+            for user, password in sorted(self.ntlm_accounts.items()):
+                handle.write("%s\\%s:%s\n" % (self.domain, user, nt_hash(password).hex()))
+        os.chmod(hashes, 0o600)
+        if os.geteuid() == 0:
+            for path in (helper, hashes):
+                shutil.chown(path, _squid_user())
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+        return ["auth_param ntlm program %s %s %s %s" % (python, helper, hashes, self.domain),
+                "auth_param ntlm children 2 startup=1",
+                "auth_param ntlm keep_alive on"]
+
+
 class PacServer(_ThreadServer):
     """Serves ``content`` (a PAC file) at :attr:`pac_url` as ``application/x-ns-proxy-autoconfig``; any other
     path is 404. ``requests`` lists the paths fetched."""
@@ -262,4 +295,4 @@ def pac_script(routes: dict[str, str], default: str = "DIRECT") -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["REALM", "Kdc", "NegotiateSquid", "NtlmSquid", "PacServer", "pac_script", "free_port"]
+__all__ = ["REALM", "Kdc", "NegotiateSquid", "NtlmSquid", "NtlmV2Squid", "PacServer", "pac_script"]
