@@ -5,15 +5,16 @@
 A benchmark script, not a test.
 
 The lab (tests/support/corpauth.py) on 127.0.0.1: an MIT KDC, squid requiring Negotiate (Kerberos keytab),
-squid requiring NTLM (ntlm_fake_auth: takes any password), squid requiring Basic (servers.Squid), an NTLM proxy
-that really checks the NTLMv2 response (pyspnego's acceptor, run by the candidates' venv: the only way to tell a
-right password or hash from a wrong one), a PAC file, and two conda-style channels.
+squid requiring NTLMv2 and checking it against the NT hash (``NtlmV2Squid``), squid requiring Basic
+(servers.Squid), a second, independent NTLM checker (pyspnego's acceptor, run by the candidates' venv) for the
+credential forms (password, ``LM:NT`` hash), a PAC file, and two conda-style channels.
 
 For each candidate and upstream scheme it records whether a request through the candidate succeeds (and what
 the squid logs as the user), the start time (spawn to listening), the resident memory of its process tree after
 the run, and the extra hop: ``--requests`` sequential GETs of a small channel file, each by a fresh curl
-(``time_total``, so curl's own start is not counted), direct to the squid (curl authenticating itself) and
-through the candidate (curl sending no credentials). px runs as a non-root account holding a Kerberos ticket
+(``time_total``, so curl's own start is not counted) on a new connection each, then by one curl on one kept
+connection, direct to the squid (curl authenticating itself) and through the candidate (curl sending no
+credentials). px runs as a non-root account holding a Kerberos ticket
 (``kinit``) for Kerberos and PAC, with ``PX_PASSWORD`` for NTLM and Basic; cntlm with the ``PassNTLMv2`` hash
 that ``cntlm -H`` prints.
 
@@ -40,7 +41,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "support"))
 
 from accounts import throwaway_account  # noqa: E402
-from corpauth import Kdc, NegotiateSquid, NtlmSquid, PacServer, pac_script  # noqa: E402
+from corpauth import Kdc, NegotiateSquid, NtlmV2Squid, PacServer, pac_script  # noqa: E402
 from servers import LOOPBACK, ChannelServer, Squid, free_port, stop_process, wait_for_port, write_channel  # noqa: E402
 
 CHANNEL_FILE = "/fleet-channel/noarch/repodata.json"
@@ -236,7 +237,7 @@ def main() -> int:
         write_channel(root)
     base_env = dict(os.environ, HOME=work)
     with Kdc() as kdc, ChannelServer(roots[0]) as channel, ChannelServer(roots[1]) as other_channel, \
-            NegotiateSquid(kdc) as krb_squid, NtlmSquid() as ntlm_squid, \
+            NegotiateSquid(kdc) as krb_squid, NtlmV2Squid({NTLM_USER: NTLM_PASSWORD}, NTLM_DOMAIN) as ntlm_squid, \
             Squid(BASIC_USER, BASIC_PASSWORD) as basic_squid, throwaway_account("pxbench") as account:
         url = channel.url + CHANNEL_FILE
         krb_env = dict(base_env, **kdc.env)
@@ -277,7 +278,7 @@ def main() -> int:
             code = status(cntlm.url, url, [])
             check("cntlm -> negotiate squid (NTLM only)", code == "200", "status %s" % code)
 
-        # --- NTLM (ntlm_fake_auth: any password passes; the verifier below tells right from wrong) ---
+        # --- NTLM: NtlmV2Squid checks NTLMv2 against the NT hash (ntlm_fake_auth would take anything) ---
         row("ntlm", "direct curl", latency(ntlm_squid.url, url, ["--proxy-ntlm", "-U", "%s\\%s:%s" % (
             NTLM_DOMAIN, NTLM_USER, NTLM_PASSWORD)], args.requests))
         px_ntlm = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=%s:%d" % (LOOPBACK, ntlm_squid.port),
@@ -285,22 +286,24 @@ def main() -> int:
         seen = len(ntlm_squid.entries())
         with Candidate(px_ntlm, dict(base_env, PX_PASSWORD=NTLM_PASSWORD), work) as px:
             code = status(px.url, url, [])
-            check("px ntlm (PX_PASSWORD) -> ntlm squid", code == "200",
+            check("px ntlm (PX_PASSWORD) -> ntlmv2 squid", code == "200",
                   "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
             row("ntlm", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
+        with Candidate(px_ntlm, dict(base_env, PX_PASSWORD="wrong"), work) as px:
+            code = status(px.url, url, [])
+            check("px ntlm, wrong password", code == "200", "status %s" % code)
         hashes = cntlm_hashes()
+        seen = len(ntlm_squid.entries())
         conf = cntlm_config(work, ntlm_squid.port, hashes["PassNTLMv2"], "cntlm-v2.conf")
         with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
             code = status(cntlm.url, url, [])
-            # ntlm_fake_auth's challenge has no target info block, which cntlm's NTLMv2 needs (a real one has it).
-            check("cntlm ntlm (PassNTLMv2) -> ntlm squid (fake helper)", code == "200", "status %s" % code)
-        seen = len(ntlm_squid.entries())
-        conf = cntlm_config(work, ntlm_squid.port, hashes["PassNT"], "cntlm-nt.conf", dialect="NT")
-        with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-            code = status(cntlm.url, url, [])
-            check("cntlm ntlm (PassNT) -> ntlm squid", code == "200",
+            check("cntlm ntlm (PassNTLMv2) -> ntlmv2 squid", code == "200",
                   "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
             row("ntlm", "via cntlm", latency(cntlm.url, url, [], args.requests), cntlm.start_seconds, cntlm.rss_kib())
+        conf = cntlm_config(work, ntlm_squid.port, "0" * 32, "cntlm-wrong.conf")
+        with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
+            code = status(cntlm.url, url, [])
+            check("cntlm ntlm, a hash of another password", code == "200", "status %s" % code)
 
         # --- NTLM against a proxy that checks the response: which credential forms really work ---
         users_file = os.path.join(work, "ntlm-users")
