@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+import uuid
 
 import pytest
 
@@ -68,6 +70,32 @@ def test_ticket_holder_passes_negotiate_squid_and_is_logged(kdc, negotiate_squid
         assert not os.path.exists(kdc.ccache_for(account))
         without_ticket = kdc.as_account(account, command)
         assert without_ticket.stdout == "407", (without_ticket.stdout, without_ticket.stderr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates an account in a private /etc (needs root)")
+def test_ticket_holder_with_the_system_krb5_conf(kdc, negotiate_squid, channel):
+    """An account of a private ``/etc`` (as the real-conda tests make them), whose ``/etc/krb5.conf`` names the lab's
+    realm: ``kinit`` and then curl from a fresh login shell with no ``KRB5_CONFIG`` at all."""
+    require("unshare", "useradd")
+    import realconda
+
+    base = tempfile.mkdtemp(prefix="condafleet-krbetc-", dir="/var/tmp")
+    try:
+        os.chmod(base, 0o755)
+        etc = realconda.PrivateEtc(base)
+        kdc.write_krb5_conf(etc.file("/etc/krb5.conf"))
+        name = "krbetc" + uuid.uuid4().hex[:6]
+        made = etc.run(["useradd", "-m", "-d", os.path.join(base, name), "-s", "/bin/bash", name])
+        assert made.returncode == 0, made.stderr
+        principal = kdc.add_user(name, "sys-krb5 pw")
+        kdc.kinit_as(name, principal, "sys-krb5 pw", wrap=etc.argv)
+        command = "env | grep -c ^KRB5 ; curl -sS -o /dev/null -w '%%{http_code}' --max-time 20 --proxy %s " \
+                  "--proxy-negotiate -U : %s" % (negotiate_squid.localhost_url, channel.url + CHANNEL_FILE)
+        got = etc.run(["su", "-", name, "-c", command], timeout=60, stdin=subprocess.DEVNULL)
+        assert got.stdout.split() == ["0", "200"], (got.stdout, got.stderr)
+        assert [entry["user"] for entry in negotiate_squid.entries() if entry["status"] == "200"] == [principal]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_negotiate_squid_refuses_without_negotiate(negotiate_squid, channel):

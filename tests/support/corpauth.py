@@ -133,27 +133,39 @@ class Kdc(_Server):
             shutil.chown(path, owner)
         return path
 
-    def as_account(self, account, shell_command: str, stdin: str | None = None,
-                   timeout: float = 60) -> subprocess.CompletedProcess:
-        """``shell_command`` run by ``account`` (a ``pwd`` entry) from a fresh login shell, with this realm's
-        ``KRB5_CONFIG``."""
+    def write_krb5_conf(self, path: str) -> str:
+        """This realm's ``krb5.conf`` at ``path`` too (0644), e.g. a private ``/etc``'s ``krb5.conf``
+        (``realconda.PrivateEtc.file("/etc/krb5.conf")``): there every program finds it without ``KRB5_CONFIG``."""
+        with open(path, "w") as handle:
+            handle.write(self.render_krb5_conf())
+        os.chmod(path, 0o644)
+        return path
+
+    def as_account(self, account, shell_command: str, stdin: str | None = None, timeout: float = 60,
+                   wrap=None) -> subprocess.CompletedProcess:
+        """``shell_command`` run by ``account`` (a ``pwd`` entry or a name) from a fresh login shell (``su -``),
+        with this realm's ``KRB5_CONFIG``. ``wrap`` maps the argv first: ``realconda.PrivateEtc.argv`` for an
+        account that exists only in a private ``/etc``."""
         script = "export KRB5_CONFIG=%s; %s" % (shlex.quote(self.krb5_conf), shell_command)
-        return subprocess.run(["su", "-", account.pw_name, "-c", script], input=stdin, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        argv = ["su", "-", getattr(account, "pw_name", account), "-c", script]
+        return subprocess.run(wrap(argv) if wrap else argv, input=stdin, capture_output=True, text=True,
+                              timeout=timeout, check=False)
 
-    def kinit_as(self, account, principal: str, password: str) -> str:
-        """Give ``account`` a ticket for ``principal`` in its default cache (``kinit``, the password on stdin,
-        never on a command line); returns the cache's path."""
-        proc = self.as_account(account, "kinit %s" % shlex.quote(self.principal(principal)), stdin=password + "\n")
+    def kinit_as(self, account, principal: str, password: str, wrap=None) -> None:
+        """Give ``account`` a ticket for ``principal`` in its default cache (:meth:`ccache_for`) with ``kinit``,
+        the password on stdin, never on a command line. ``wrap`` as for :meth:`as_account`."""
+        proc = self.as_account(account, "kinit %s" % shlex.quote(self.principal(principal)), stdin=password + "\n",
+                               wrap=wrap)
         if proc.returncode != 0:
-            raise RuntimeError("kinit as %s failed (%d): %s" % (account.pw_name, proc.returncode, proc.stderr[-500:]))
-        return self.ccache_for(account)
+            raise RuntimeError("kinit as %s failed (%d): %s" % (getattr(account, "pw_name", account), proc.returncode,
+                                                                proc.stderr[-500:]))
 
-    def kdestroy_as(self, account) -> None:
-        self.as_account(account, "kdestroy -q")
+    def kdestroy_as(self, account, wrap=None) -> None:
+        self.as_account(account, "kdestroy -q", wrap=wrap)
 
     def ccache_for(self, account) -> str:
-        return os.path.join(self.ccache_dir, "krb5cc_%d" % account.pw_uid)
+        """Where the default cache of ``account`` (a ``pwd`` entry, or a uid) is."""
+        return os.path.join(self.ccache_dir, "krb5cc_%d" % getattr(account, "pw_uid", account))
 
     log = AccountSquid.log  # the same reader: :attr:`log_path`'s text, "" before the KDC wrote it
 
