@@ -236,10 +236,13 @@ def main() -> int:
     for root in roots:
         write_channel(root)
     base_env = dict(os.environ, HOME=work)
+    tls_dir = tempfile.mkdtemp(prefix="tls-", dir=work)
     with Kdc() as kdc, ChannelServer(roots[0]) as channel, ChannelServer(roots[1]) as other_channel, \
+            ChannelServer(roots[0], tls_dir=tls_dir) as tls_channel, \
             NegotiateSquid(kdc) as krb_squid, NtlmV2Squid({NTLM_USER: NTLM_PASSWORD}, NTLM_DOMAIN) as ntlm_squid, \
             Squid(BASIC_USER, BASIC_PASSWORD) as basic_squid, throwaway_account("pxbench") as account:
         url = channel.url + CHANNEL_FILE
+        tls_url, tls_trust = tls_channel.url + CHANNEL_FILE, ["--cacert", tls_channel.ca_path]
         krb_env = dict(base_env, **kdc.env)
         # root's own ticket: for curl's direct Negotiate baseline
         root_cc = os.path.join(work, "root.ccache")
@@ -262,6 +265,8 @@ def main() -> int:
             code = status(px.url, url, [])
             check("px kerberos (account's ticket) -> negotiate squid", code == "200",
                   "status %s, squid user %s" % (code, users_since(krb_squid, seen)))
+            code = status(px.url, tls_url, tls_trust)
+            check("px kerberos, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
             row("kerberos", "via px (as account)", latency(px.url, url, [], args.requests), px.start_seconds,
                 px.rss_kib())
             kdc.kdestroy_as(account)
@@ -288,6 +293,8 @@ def main() -> int:
             code = status(px.url, url, [])
             check("px ntlm (PX_PASSWORD) -> ntlmv2 squid", code == "200",
                   "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
+            code = status(px.url, tls_url, tls_trust)
+            check("px ntlm, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
             row("ntlm", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
         with Candidate(px_ntlm, dict(base_env, PX_PASSWORD="wrong"), work) as px:
             code = status(px.url, url, [])
@@ -299,6 +306,8 @@ def main() -> int:
             code = status(cntlm.url, url, [])
             check("cntlm ntlm (PassNTLMv2) -> ntlmv2 squid", code == "200",
                   "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
+            code = status(cntlm.url, tls_url, tls_trust)
+            check("cntlm ntlm, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
             row("ntlm", "via cntlm", latency(cntlm.url, url, [], args.requests), cntlm.start_seconds, cntlm.rss_kib())
         conf = cntlm_config(work, ntlm_squid.port, "0" * 32, "cntlm-wrong.conf")
         with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
