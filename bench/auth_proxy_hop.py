@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -231,156 +232,159 @@ def main() -> int:
               flush=True)
 
     work = tempfile.mkdtemp(prefix="condafleet-authbench-")
-    os.chmod(work, 0o755)
-    roots = [tempfile.mkdtemp(prefix="channel-", dir=work) for _root in range(2)]
-    for root in roots:
-        write_channel(root)
-    base_env = dict(os.environ, HOME=work)
-    tls_dir = tempfile.mkdtemp(prefix="tls-", dir=work)
-    with Kdc() as kdc, ChannelServer(roots[0]) as channel, ChannelServer(roots[1]) as other_channel, \
-            ChannelServer(roots[0], tls_dir=tls_dir) as tls_channel, \
-            NegotiateSquid(kdc) as krb_squid, NtlmV2Squid({NTLM_USER: NTLM_PASSWORD}, NTLM_DOMAIN) as ntlm_squid, \
-            Squid(BASIC_USER, BASIC_PASSWORD) as basic_squid, throwaway_account("pxbench") as account:
-        url = channel.url + CHANNEL_FILE
-        tls_url, tls_trust = tls_channel.url + CHANNEL_FILE, ["--cacert", tls_channel.ca_path]
-        krb_env = dict(base_env, **kdc.env)
-        # root's own ticket: for curl's direct Negotiate baseline
-        root_cc = os.path.join(work, "root.ccache")
-        principal = kdc.add_user("bench-root", "r00t-pw")
-        subprocess.run(["kinit", principal], input="r00t-pw\n", env=dict(krb_env, KRB5CCNAME=root_cc),
-                       capture_output=True, text=True, timeout=60, check=True)
-        root_krb = dict(krb_env, KRB5CCNAME=root_cc)
-        user_principal = kdc.add_user(account.pw_name, "us3r-pw")
-        kdc.kinit_as(account, user_principal, "us3r-pw")
-        account_env = {"HOME": account.pw_dir, "USER": account.pw_name, "LOGNAME": account.pw_name,
-                       "PATH": "/usr/bin:/bin", **kdc.env}
-
-        # --- Kerberos ---
-        row("kerberos", "direct curl", latency(krb_squid.localhost_url, url, ["--proxy-negotiate", "-U", ":"],
-                                               args.requests, root_krb))
-        seen = len(krb_squid.entries())
-        px_krb = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=localhost:%d" % krb_squid.port,
-                  "--auth=NEGOTIATE"]
-        with Candidate(px_krb, account_env, work, account) as px:
-            code = status(px.url, url, [])
-            check("px kerberos (account's ticket) -> negotiate squid", code == "200",
-                  "status %s, squid user %s" % (code, users_since(krb_squid, seen)))
-            code = status(px.url, tls_url, tls_trust)
-            check("px kerberos, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
-            row("kerberos", "via px (as account)", latency(px.url, url, [], args.requests), px.start_seconds,
-                px.rss_kib())
-            kdc.kdestroy_as(account)
-            code = status(px.url, url, [])
-            check("px kerberos after kdestroy (running px, warm connection)", code == "200", "status %s" % code)
-            with Candidate(px_krb, account_env, work, account) as fresh:
-                code = status(fresh.url, url, [])
-            check("px kerberos after kdestroy (px started after it)", code == "200", "status %s" % code)
+    try:
+        os.chmod(work, 0o755)
+        roots = [tempfile.mkdtemp(prefix="channel-", dir=work) for _root in range(2)]
+        for root in roots:
+            write_channel(root)
+        base_env = dict(os.environ, HOME=work)
+        tls_dir = tempfile.mkdtemp(prefix="tls-", dir=work)
+        with Kdc() as kdc, ChannelServer(roots[0]) as channel, ChannelServer(roots[1]) as other_channel, \
+                ChannelServer(roots[0], tls_dir=tls_dir) as tls_channel, \
+                NegotiateSquid(kdc) as krb_squid, NtlmV2Squid({NTLM_USER: NTLM_PASSWORD}, NTLM_DOMAIN) as ntlm_squid, \
+                Squid(BASIC_USER, BASIC_PASSWORD) as basic_squid, throwaway_account("pxbench") as account:
+            url = channel.url + CHANNEL_FILE
+            tls_url, tls_trust = tls_channel.url + CHANNEL_FILE, ["--cacert", tls_channel.ca_path]
+            krb_env = dict(base_env, **kdc.env)
+            # root's own ticket: for curl's direct Negotiate baseline
+            root_cc = os.path.join(work, "root.ccache")
+            principal = kdc.add_user("bench-root", "r00t-pw")
+            subprocess.run(["kinit", principal], input="r00t-pw\n", env=dict(krb_env, KRB5CCNAME=root_cc),
+                           capture_output=True, text=True, timeout=60, check=True)
+            root_krb = dict(krb_env, KRB5CCNAME=root_cc)
+            user_principal = kdc.add_user(account.pw_name, "us3r-pw")
             kdc.kinit_as(account, user_principal, "us3r-pw")
-            code = status(px.url, url, [])
-            check("px kerberos after a new kinit (px not restarted)", code == "200", "status %s" % code)
-        cntlm_krb = cntlm_config(work, krb_squid.port, cntlm_hashes()["PassNTLMv2"], "cntlm-krb.conf")
-        with Candidate(cntlm_argv(cntlm_krb), base_env, work) as cntlm:
-            code = status(cntlm.url, url, [])
-            check("cntlm -> negotiate squid (NTLM only)", code == "200", "status %s" % code)
+            account_env = {"HOME": account.pw_dir, "USER": account.pw_name, "LOGNAME": account.pw_name,
+                           "PATH": "/usr/bin:/bin", **kdc.env}
 
-        # --- NTLM: NtlmV2Squid checks NTLMv2 against the NT hash (ntlm_fake_auth would take anything) ---
-        row("ntlm", "direct curl", latency(ntlm_squid.url, url, ["--proxy-ntlm", "-U", "%s\\%s:%s" % (
-            NTLM_DOMAIN, NTLM_USER, NTLM_PASSWORD)], args.requests))
-        px_ntlm = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=%s:%d" % (LOOPBACK, ntlm_squid.port),
-                   "--auth=NTLM", "--username=%s\\%s" % (NTLM_DOMAIN, NTLM_USER)]
-        seen = len(ntlm_squid.entries())
-        with Candidate(px_ntlm, dict(base_env, PX_PASSWORD=NTLM_PASSWORD), work) as px:
-            code = status(px.url, url, [])
-            check("px ntlm (PX_PASSWORD) -> ntlmv2 squid", code == "200",
-                  "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
-            code = status(px.url, tls_url, tls_trust)
-            check("px ntlm, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
-            row("ntlm", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
-        with Candidate(px_ntlm, dict(base_env, PX_PASSWORD="wrong"), work) as px:
-            code = status(px.url, url, [])
-            check("px ntlm, wrong password", code == "200", "status %s" % code)
-        hashes = cntlm_hashes()
-        seen = len(ntlm_squid.entries())
-        conf = cntlm_config(work, ntlm_squid.port, hashes["PassNTLMv2"], "cntlm-v2.conf")
-        with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-            code = status(cntlm.url, url, [])
-            check("cntlm ntlm (PassNTLMv2) -> ntlmv2 squid", code == "200",
-                  "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
-            code = status(cntlm.url, tls_url, tls_trust)
-            check("cntlm ntlm, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
-            row("ntlm", "via cntlm", latency(cntlm.url, url, [], args.requests), cntlm.start_seconds, cntlm.rss_kib())
-        conf = cntlm_config(work, ntlm_squid.port, "0" * 32, "cntlm-wrong.conf")
-        with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-            code = status(cntlm.url, url, [])
-            check("cntlm ntlm, a hash of another password", code == "200", "status %s" % code)
+            # --- Kerberos ---
+            row("kerberos", "direct curl", latency(krb_squid.localhost_url, url, ["--proxy-negotiate", "-U", ":"],
+                                                   args.requests, root_krb))
+            seen = len(krb_squid.entries())
+            px_krb = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=localhost:%d" % krb_squid.port,
+                      "--auth=NEGOTIATE"]
+            with Candidate(px_krb, account_env, work, account) as px:
+                code = status(px.url, url, [])
+                check("px kerberos (account's ticket) -> negotiate squid", code == "200",
+                      "status %s, squid user %s" % (code, users_since(krb_squid, seen)))
+                code = status(px.url, tls_url, tls_trust)
+                check("px kerberos, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
+                row("kerberos", "via px (as account)", latency(px.url, url, [], args.requests), px.start_seconds,
+                    px.rss_kib())
+                kdc.kdestroy_as(account)
+                code = status(px.url, url, [])
+                check("px kerberos after kdestroy (running px, warm connection)", code == "200", "status %s" % code)
+                with Candidate(px_krb, account_env, work, account) as fresh:
+                    code = status(fresh.url, url, [])
+                check("px kerberos after kdestroy (px started after it)", code == "200", "status %s" % code)
+                kdc.kinit_as(account, user_principal, "us3r-pw")
+                code = status(px.url, url, [])
+                check("px kerberos after a new kinit (px not restarted)", code == "200", "status %s" % code)
+            cntlm_krb = cntlm_config(work, krb_squid.port, cntlm_hashes()["PassNTLMv2"], "cntlm-krb.conf")
+            with Candidate(cntlm_argv(cntlm_krb), base_env, work) as cntlm:
+                code = status(cntlm.url, url, [])
+                check("cntlm -> negotiate squid (NTLM only)", code == "200", "status %s" % code)
 
-        # --- NTLM against a proxy that checks the response: which credential forms really work ---
-        users_file = os.path.join(work, "ntlm-users")
-        with open(users_file, "w") as handle:  # smbpasswd format: the verifier holds the true hashes only
-            handle.write("%s\\%s:1000:%s:%s:[U]:LCT-00000000\n" % (NTLM_DOMAIN, NTLM_USER, *true_hashes(px_python)))
-        verifier = Candidate([px_python, "-c", NTLM_VERIFIER, "{port}"], dict(base_env, NTLM_USER_FILE=users_file),
-                             work)
-        with verifier:
-            target = "http://ntlm-verifier.invalid/"  # the verifier answers itself, nothing is fetched
-            right = "%s\\%s:%s" % (NTLM_DOMAIN, NTLM_USER, NTLM_PASSWORD)
-            code = status(verifier.url, target, ["--proxy-ntlm", "-U", right])
-            check("verifier: curl with the right password", code == "200", "status %s" % code)
-            code = status(verifier.url, target, ["--proxy-ntlm", "-U", "%s\\%s:wrong" % (NTLM_DOMAIN, NTLM_USER)])
-            check("verifier: curl with a wrong password", code == "200", "status %s" % code)
-            lm_nt = "%s:%s" % (hashes["PassLM"], hashes["PassNT"])
-            for label, secret in (("password", NTLM_PASSWORD), ("LM:NT hash", lm_nt), ("wrong password", "wrong")):
-                argv = [a if not a.startswith("--proxy=") else "--proxy=%s:%d" % (LOOPBACK, verifier.port)
-                        for a in px_ntlm]
-                with Candidate(argv, dict(base_env, PX_PASSWORD=secret), work) as px:
-                    code = status(px.url, target, [])
-                check("verifier: px PX_PASSWORD=<%s>" % label, code == "200", "status %s" % code)
-            for label, value in (("PassNTLMv2 of the password", hashes["PassNTLMv2"]),
-                                 ("PassNTLMv2 of another password", "0" * 32)):
-                conf = cntlm_config(work, verifier.port, value, "cntlm-verify.conf")
-                with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-                    code = status(cntlm.url, target, [])
-                check("verifier: cntlm %s" % label, code == "200", "status %s" % code)
+            # --- NTLM: NtlmV2Squid checks NTLMv2 against the NT hash (ntlm_fake_auth would take anything) ---
+            row("ntlm", "direct curl", latency(ntlm_squid.url, url, ["--proxy-ntlm", "-U", "%s\\%s:%s" % (
+                NTLM_DOMAIN, NTLM_USER, NTLM_PASSWORD)], args.requests))
+            px_ntlm = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=%s:%d" % (LOOPBACK, ntlm_squid.port),
+                       "--auth=NTLM", "--username=%s\\%s" % (NTLM_DOMAIN, NTLM_USER)]
+            seen = len(ntlm_squid.entries())
+            with Candidate(px_ntlm, dict(base_env, PX_PASSWORD=NTLM_PASSWORD), work) as px:
+                code = status(px.url, url, [])
+                check("px ntlm (PX_PASSWORD) -> ntlmv2 squid", code == "200",
+                      "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
+                code = status(px.url, tls_url, tls_trust)
+                check("px ntlm, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
+                row("ntlm", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
+            with Candidate(px_ntlm, dict(base_env, PX_PASSWORD="wrong"), work) as px:
+                code = status(px.url, url, [])
+                check("px ntlm, wrong password", code == "200", "status %s" % code)
+            hashes = cntlm_hashes()
+            seen = len(ntlm_squid.entries())
+            conf = cntlm_config(work, ntlm_squid.port, hashes["PassNTLMv2"], "cntlm-v2.conf")
+            with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
+                code = status(cntlm.url, url, [])
+                check("cntlm ntlm (PassNTLMv2) -> ntlmv2 squid", code == "200",
+                      "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
+                code = status(cntlm.url, tls_url, tls_trust)
+                check("cntlm ntlm, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
+                row("ntlm", "via cntlm", latency(cntlm.url, url, [], args.requests), cntlm.start_seconds, cntlm.rss_kib())
+            conf = cntlm_config(work, ntlm_squid.port, "0" * 32, "cntlm-wrong.conf")
+            with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
+                code = status(cntlm.url, url, [])
+                check("cntlm ntlm, a hash of another password", code == "200", "status %s" % code)
 
-        # --- Basic ---
-        basic = ["--proxy-user", "%s:%s" % (BASIC_USER, BASIC_PASSWORD)]
-        row("basic", "direct curl", latency(basic_squid.url, url, basic, args.requests))
-        px_basic = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=%s:%d" % (LOOPBACK, basic_squid.port),
-                    "--auth=BASIC", "--username=%s" % BASIC_USER]
-        with Candidate(px_basic, dict(base_env, PX_PASSWORD=BASIC_PASSWORD), work) as px:
-            code = status(px.url, url, [])
-            check("px basic (PX_PASSWORD) -> basic squid", code == "200", "status %s" % code)
-            row("basic", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
-        with Candidate(px_basic, dict(base_env, PX_PASSWORD="wrong"), work) as px:
-            code = status(px.url, url, [])
-            check("px basic, wrong password", code == "200", "status %s" % code)
-        conf = cntlm_config(work, basic_squid.port, hashes["PassNTLMv2"], "cntlm-basic.conf")
-        with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-            code = status(cntlm.url, url, [])
-            check("cntlm -> basic squid (NTLM only)", code == "200", "status %s" % code)
+            # --- NTLM against a proxy that checks the response: which credential forms really work ---
+            users_file = os.path.join(work, "ntlm-users")
+            with open(users_file, "w") as handle:  # smbpasswd format: the verifier holds the true hashes only
+                handle.write("%s\\%s:1000:%s:%s:[U]:LCT-00000000\n" % (NTLM_DOMAIN, NTLM_USER, *true_hashes(px_python)))
+            verifier = Candidate([px_python, "-c", NTLM_VERIFIER, "{port}"], dict(base_env, NTLM_USER_FILE=users_file),
+                                 work)
+            with verifier:
+                target = "http://ntlm-verifier.invalid/"  # the verifier answers itself, nothing is fetched
+                right = "%s\\%s:%s" % (NTLM_DOMAIN, NTLM_USER, NTLM_PASSWORD)
+                code = status(verifier.url, target, ["--proxy-ntlm", "-U", right])
+                check("verifier: curl with the right password", code == "200", "status %s" % code)
+                code = status(verifier.url, target, ["--proxy-ntlm", "-U", "%s\\%s:wrong" % (NTLM_DOMAIN, NTLM_USER)])
+                check("verifier: curl with a wrong password", code == "200", "status %s" % code)
+                lm_nt = "%s:%s" % (hashes["PassLM"], hashes["PassNT"])
+                for label, secret in (("password", NTLM_PASSWORD), ("LM:NT hash", lm_nt), ("wrong password", "wrong")):
+                    argv = [a if not a.startswith("--proxy=") else "--proxy=%s:%d" % (LOOPBACK, verifier.port)
+                            for a in px_ntlm]
+                    with Candidate(argv, dict(base_env, PX_PASSWORD=secret), work) as px:
+                        code = status(px.url, target, [])
+                    check("verifier: px PX_PASSWORD=<%s>" % label, code == "200", "status %s" % code)
+                for label, value in (("PassNTLMv2 of the password", hashes["PassNTLMv2"]),
+                                     ("PassNTLMv2 of another password", "0" * 32)):
+                    conf = cntlm_config(work, verifier.port, value, "cntlm-verify.conf")
+                    with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
+                        code = status(cntlm.url, target, [])
+                    check("verifier: cntlm %s" % label, code == "200", "status %s" % code)
 
-        # --- PAC: the channel on localhost through the Kerberos squid, the one on 127.0.0.1 direct ---
-        pac = pac_script({"localhost": "PROXY localhost:%d" % krb_squid.port, LOOPBACK: "DIRECT"})
-        with PacServer(pac) as pac_server:
-            px_pac = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--pac=%s" % pac_server.pac_url,
-                      "--auth=NEGOTIATE", "--proxyreload=1"]
-            with Candidate(px_pac, account_env, work, account) as px:
-                seen = len(krb_squid.entries())
-                via_url = "http://localhost:%d%s" % (channel.port, CHANNEL_FILE)
-                direct_url = "http://%s:%d%s" % (LOOPBACK, other_channel.port, CHANNEL_FILE)
-                code_proxied = status(px.url, via_url, [])
-                code_direct = status(px.url, direct_url, [])
-                logged = [entry["url"] for entry in krb_squid.entries()[seen:]]
-                check("px --pac: PROXY host via the negotiate squid", code_proxied == "200" and via_url in logged,
-                      "status %s, squid logged it: %s" % (code_proxied, via_url in logged))
-                check("px --pac: DIRECT host not via squid", code_direct == "200" and direct_url not in logged,
-                      "status %s, squid logged it: %s" % (code_direct, direct_url in logged))
-                fetched = pac_server.requests.count(PacServer.path)
-                time.sleep(2.5)
-                curl(px.url, via_url, [])
-                check("px --pac --proxyreload=1: PAC fetched again after 2.5 s", pac_server.requests.count(
-                    PacServer.path) > fetched, "%d fetch(es) before, %d after" % (
-                    fetched, pac_server.requests.count(PacServer.path)))
-        subprocess.run(["kdestroy", "-q"], env=root_krb, check=False)
+            # --- Basic ---
+            basic = ["--proxy-user", "%s:%s" % (BASIC_USER, BASIC_PASSWORD)]
+            row("basic", "direct curl", latency(basic_squid.url, url, basic, args.requests))
+            px_basic = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=%s:%d" % (LOOPBACK, basic_squid.port),
+                        "--auth=BASIC", "--username=%s" % BASIC_USER]
+            with Candidate(px_basic, dict(base_env, PX_PASSWORD=BASIC_PASSWORD), work) as px:
+                code = status(px.url, url, [])
+                check("px basic (PX_PASSWORD) -> basic squid", code == "200", "status %s" % code)
+                row("basic", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
+            with Candidate(px_basic, dict(base_env, PX_PASSWORD="wrong"), work) as px:
+                code = status(px.url, url, [])
+                check("px basic, wrong password", code == "200", "status %s" % code)
+            conf = cntlm_config(work, basic_squid.port, hashes["PassNTLMv2"], "cntlm-basic.conf")
+            with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
+                code = status(cntlm.url, url, [])
+                check("cntlm -> basic squid (NTLM only)", code == "200", "status %s" % code)
+
+            # --- PAC: the channel on localhost through the Kerberos squid, the one on 127.0.0.1 direct ---
+            pac = pac_script({"localhost": "PROXY localhost:%d" % krb_squid.port, LOOPBACK: "DIRECT"})
+            with PacServer(pac) as pac_server:
+                px_pac = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--pac=%s" % pac_server.pac_url,
+                          "--auth=NEGOTIATE", "--proxyreload=1"]
+                with Candidate(px_pac, account_env, work, account) as px:
+                    seen = len(krb_squid.entries())
+                    via_url = "http://localhost:%d%s" % (channel.port, CHANNEL_FILE)
+                    direct_url = "http://%s:%d%s" % (LOOPBACK, other_channel.port, CHANNEL_FILE)
+                    code_proxied = status(px.url, via_url, [])
+                    code_direct = status(px.url, direct_url, [])
+                    logged = [entry["url"] for entry in krb_squid.entries()[seen:]]
+                    check("px --pac: PROXY host via the negotiate squid", code_proxied == "200" and via_url in logged,
+                          "status %s, squid logged it: %s" % (code_proxied, via_url in logged))
+                    check("px --pac: DIRECT host not via squid", code_direct == "200" and direct_url not in logged,
+                          "status %s, squid logged it: %s" % (code_direct, direct_url in logged))
+                    fetched = pac_server.requests.count(PacServer.path)
+                    time.sleep(2.5)
+                    curl(px.url, via_url, [])
+                    check("px --pac --proxyreload=1: PAC fetched again after 2.5 s", pac_server.requests.count(
+                        PacServer.path) > fetched, "%d fetch(es) before, %d after" % (
+                        fetched, pac_server.requests.count(PacServer.path)))
+            subprocess.run(["kdestroy", "-q"], env=root_krb, check=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     print("\n| scheme | route | new conn. median ms | p95 ms | reused conn. median ms | p95 ms | statuses | start s "
           "| RSS MiB |")
@@ -396,9 +400,6 @@ def main() -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
