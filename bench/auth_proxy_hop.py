@@ -6,8 +6,8 @@ A benchmark script, not a test.
 
 The lab (tests/support/corpauth.py) on 127.0.0.1: an MIT KDC, squid requiring Negotiate (Kerberos keytab),
 squid requiring NTLMv2 and checking it against the NT hash (``NtlmV2Squid``), squid requiring Basic
-(servers.Squid), a second, independent NTLM checker (pyspnego's acceptor, run by the candidates' venv) for the
-credential forms (password, ``LM:NT`` hash), a PAC file, and two conda-style channels.
+(``servers.AccountSquid``), a second, independent NTLM checker (pyspnego's acceptor, run by the candidates'
+venv) for the credential forms (password, ``LM:NT`` hash), a PAC file, and conda-style channels (one over HTTPS).
 
 For each candidate and upstream scheme it records whether a request through the candidate succeeds (and what
 the squid logs as the user), the start time (spawn to listening), the resident memory of its process tree after
@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "support"))
 
 from accounts import throwaway_account  # noqa: E402
 from corpauth import Kdc, NegotiateSquid, NtlmV2Squid, PacServer, pac_script  # noqa: E402
-from servers import LOOPBACK, ChannelServer, Squid, free_port, stop_process, wait_for_port, write_channel  # noqa: E402
+from servers import LOOPBACK, AccountSquid, ChannelServer, free_port, stop_process, wait_for_port, write_channel  # noqa: E402
 
 CHANNEL_FILE = "/fleet-channel/noarch/repodata.json"
 NTLM_DOMAIN, NTLM_USER, NTLM_PASSWORD = "CORP", "bob", "Ntlm-pw:9"
@@ -242,9 +242,21 @@ def main() -> int:
         with Kdc() as kdc, ChannelServer(roots[0]) as channel, ChannelServer(roots[1]) as other_channel, \
                 ChannelServer(roots[0], tls_dir=tls_dir) as tls_channel, \
                 NegotiateSquid(kdc) as krb_squid, NtlmV2Squid({NTLM_USER: NTLM_PASSWORD}, NTLM_DOMAIN) as ntlm_squid, \
-                Squid(BASIC_USER, BASIC_PASSWORD) as basic_squid, throwaway_account("pxbench") as account:
+                AccountSquid({BASIC_USER: BASIC_PASSWORD}) as basic_squid, throwaway_account("pxbench") as account:
             url = channel.url + CHANNEL_FILE
             tls_url, tls_trust = tls_channel.url + CHANNEL_FILE, ["--cacert", tls_channel.ca_path]
+
+            def exercise(name: str, scheme: str, route: str, candidate: Candidate, squid) -> None:
+                """A request through ``candidate`` (and the user squid logged), one to the HTTPS channel, then
+                the extra hop's row."""
+                seen = len(squid.entries())
+                code = status(candidate.url, url, [])
+                check("%s -> %s" % (name, squid.name), code == "200",
+                      "status %s, squid user %s" % (code, users_since(squid, seen)))
+                code = status(candidate.url, tls_url, tls_trust)
+                check("%s, an HTTPS channel (CONNECT)" % name, code == "200", "status %s" % code)
+                row(scheme, route, latency(candidate.url, url, [], args.requests), candidate.start_seconds,
+                    candidate.rss_kib())
             krb_env = dict(base_env, **kdc.env)
             # root's own ticket: for curl's direct Negotiate baseline
             root_cc = os.path.join(work, "root.ccache")
@@ -260,17 +272,10 @@ def main() -> int:
             # --- Kerberos ---
             row("kerberos", "direct curl", latency(krb_squid.localhost_url, url, ["--proxy-negotiate", "-U", ":"],
                                                    args.requests, root_krb))
-            seen = len(krb_squid.entries())
             px_krb = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=localhost:%d" % krb_squid.port,
                       "--auth=NEGOTIATE"]
             with Candidate(px_krb, account_env, work, account) as px:
-                code = status(px.url, url, [])
-                check("px kerberos (account's ticket) -> negotiate squid", code == "200",
-                      "status %s, squid user %s" % (code, users_since(krb_squid, seen)))
-                code = status(px.url, tls_url, tls_trust)
-                check("px kerberos, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
-                row("kerberos", "via px (as account)", latency(px.url, url, [], args.requests), px.start_seconds,
-                    px.rss_kib())
+                exercise("px kerberos (account's ticket)", "kerberos", "via px (as account)", px, krb_squid)
                 kdc.kdestroy_as(account)
                 code = status(px.url, url, [])
                 check("px kerberos after kdestroy (running px, warm connection)", code == "200", "status %s" % code)
@@ -290,27 +295,15 @@ def main() -> int:
                 NTLM_DOMAIN, NTLM_USER, NTLM_PASSWORD)], args.requests))
             px_ntlm = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=%s:%d" % (LOOPBACK, ntlm_squid.port),
                        "--auth=NTLM", "--username=%s\\%s" % (NTLM_DOMAIN, NTLM_USER)]
-            seen = len(ntlm_squid.entries())
             with Candidate(px_ntlm, dict(base_env, PX_PASSWORD=NTLM_PASSWORD), work) as px:
-                code = status(px.url, url, [])
-                check("px ntlm (PX_PASSWORD) -> ntlmv2 squid", code == "200",
-                      "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
-                code = status(px.url, tls_url, tls_trust)
-                check("px ntlm, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
-                row("ntlm", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
+                exercise("px ntlm (PX_PASSWORD)", "ntlm", "via px", px, ntlm_squid)
             with Candidate(px_ntlm, dict(base_env, PX_PASSWORD="wrong"), work) as px:
                 code = status(px.url, url, [])
                 check("px ntlm, wrong password", code == "200", "status %s" % code)
             hashes = cntlm_hashes()
-            seen = len(ntlm_squid.entries())
             conf = cntlm_config(work, ntlm_squid.port, hashes["PassNTLMv2"], "cntlm-v2.conf")
             with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
-                code = status(cntlm.url, url, [])
-                check("cntlm ntlm (PassNTLMv2) -> ntlmv2 squid", code == "200",
-                      "status %s, squid user %s" % (code, users_since(ntlm_squid, seen)))
-                code = status(cntlm.url, tls_url, tls_trust)
-                check("cntlm ntlm, an HTTPS channel (CONNECT)", code == "200", "status %s" % code)
-                row("ntlm", "via cntlm", latency(cntlm.url, url, [], args.requests), cntlm.start_seconds, cntlm.rss_kib())
+                exercise("cntlm ntlm (PassNTLMv2)", "ntlm", "via cntlm", cntlm, ntlm_squid)
             conf = cntlm_config(work, ntlm_squid.port, "0" * 32, "cntlm-wrong.conf")
             with Candidate(cntlm_argv(conf), base_env, work) as cntlm:
                 code = status(cntlm.url, url, [])
@@ -349,9 +342,7 @@ def main() -> int:
             px_basic = [args.px, "--port={port}", "--listen=%s" % LOOPBACK, "--proxy=%s:%d" % (LOOPBACK, basic_squid.port),
                         "--auth=BASIC", "--username=%s" % BASIC_USER]
             with Candidate(px_basic, dict(base_env, PX_PASSWORD=BASIC_PASSWORD), work) as px:
-                code = status(px.url, url, [])
-                check("px basic (PX_PASSWORD) -> basic squid", code == "200", "status %s" % code)
-                row("basic", "via px", latency(px.url, url, [], args.requests), px.start_seconds, px.rss_kib())
+                exercise("px basic (PX_PASSWORD)", "basic", "via px", px, basic_squid)
             with Candidate(px_basic, dict(base_env, PX_PASSWORD="wrong"), work) as px:
                 code = status(px.url, url, [])
                 check("px basic, wrong password", code == "200", "status %s" % code)
