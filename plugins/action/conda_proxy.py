@@ -21,8 +21,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.action.normal import ActionModule as NormalAction
 from ansible_collections.condafleet.proxy.plugins.module_utils import _combined
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import mask_secrets
-
-DEFAULT_VERIFY_URL = "https://conda.anaconda.org/conda-forge/noarch/repodata.json"
+from ansible_collections.condafleet.proxy.plugins.plugin_utils import _local_proxy
 from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import (
     WINDOWS_CONDA_DIR,
     HostKind,
@@ -31,6 +30,9 @@ from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit 
     run_action,
     validate_args,
 )
+from ansible_collections.condafleet.proxy.plugins.plugin_utils._windows_info import windows_info
+
+DEFAULT_VERIFY_URL = "https://conda.anaconda.org/conda-forge/noarch/repodata.json"
 
 
 def _windows_refusals(params: dict) -> list[str]:
@@ -58,13 +60,80 @@ class ActionModule(NormalAction):
         gc.freeze()
         task_vars = task_vars or {}
         host = on_controller(self, task_vars)
-        if host is None:
+        if self._task.args.get("local_proxy"):
+            result = self._with_local_proxy(tmp, host, task_vars)
+        elif host is None:
             result = super().run(tmp, task_vars)
         else:
             result = self._from_controller(host, task_vars)
         if self._task.args.get("verify") and not result.get("failed"):
             result = self._verify(result, host, task_vars)
         return result
+
+    def _with_local_proxy(self, tmp, host: HostKind | None, task_vars: dict) -> dict:
+        """local_proxy: px or cntlm on 127.0.0.1 with the corporate proxy as its upstream (before the methods; after
+        them with state=absent), the methods pointed at it with no credentials."""
+        try:
+            if host is not None:
+                raise ValueError("local_proxy runs a service on the host: not on Windows hosts (px's own --install "
+                                 "is the way there) nor with the files edited from the controller")
+            params = validate_args(_combined.argument_spec(), dict(self._task.args))
+            planned = _local_proxy.plan(params, dict(self._task.args))
+        except ValueError as exc:
+            return {"failed": True, "changed": False,
+                    "msg": "local_proxy: %s; nothing was changed on this host" % mask_secrets(to_native(exc))}
+        result: dict = {"changed": False}
+        if params["state"] == "present":
+            failed = self._deploy_local_proxy(planned, result, task_vars)
+            if failed:
+                return failed
+        task_args = self._task.args
+        self._task.args = planned.method_args
+        try:
+            methods = super().run(tmp, task_vars)
+        finally:
+            self._task.args = task_args
+        changed = result["changed"] or bool(methods.get("changed"))
+        result = dict(methods, local_proxy=result.get("local_proxy"), changed=changed)
+        if params["state"] == "absent" and not methods.get("failed"):
+            outcome = self._execute_module(module_name="condafleet.proxy.local_auth_proxy",
+                                           module_args=planned.proxy_args, task_vars=task_vars)
+            self._lift(result, outcome)
+            result["local_proxy"] = outcome
+            result["changed"] = result["changed"] or bool(outcome.get("changed"))
+            if outcome.get("failed"):
+                return dict(result, failed=True, msg="local_proxy: %s" % outcome.get("msg", "local_auth_proxy failed"))
+        return result
+
+    def _deploy_local_proxy(self, planned, result: dict, task_vars: dict) -> dict | None:
+        """The service account (and cntlm for NTLM), then local_auth_proxy. Returns the failed result, or None."""
+        steps = []
+        if planned.service_user:
+            steps.append(("ansible.legacy.user", {"name": planned.service_user, "system": True, "create_home": False,
+                                                  "shell": "/usr/sbin/nologin"}))
+        if planned.needs_cntlm:
+            steps.append(("ansible.legacy.package", {"name": "cntlm", "state": "present"}))
+        for name, args in steps:
+            outcome = self._execute_module(module_name=name, module_args=args, task_vars=task_vars)
+            self._lift(result, outcome)
+            result["changed"] = result["changed"] or bool(outcome.get("changed"))
+            if outcome.get("failed"):
+                return dict(result, failed=True, msg="local_proxy: %s: %s" % (name, outcome.get("msg", "failed")))
+            if self._task.check_mode and outcome.get("changed"):
+                # local_auth_proxy's check needs what this step would make (the account, cntlm): say so, stop here
+                result["local_proxy"] = {"changed": True, "proxy_url": planned.proxy_url,
+                                         "msg": "not checked: %s would first be %s" % (
+                                             args["name"], "created" if name.endswith("user") else "installed")}
+                return None
+        outcome = self._execute_module(module_name="condafleet.proxy.local_auth_proxy",
+                                       module_args=planned.proxy_args, task_vars=task_vars)
+        self._lift(result, outcome)
+        result["local_proxy"] = outcome
+        result["changed"] = result["changed"] or bool(outcome.get("changed"))
+        if outcome.get("failed"):
+            return dict(result, failed=True, msg="local_proxy: %s; the methods were not changed"
+                        % outcome.get("msg", "local_auth_proxy failed"))
+        return None
 
     def _from_controller(self, host: HostKind, task_vars: dict) -> dict:
         """The methods through their own action plugins (Windows, or the controller-side path forced)."""
@@ -174,9 +243,12 @@ class ActionModule(NormalAction):
         if args.get("state", "present") != "present":
             return result
         if host is not None and host.windows:
-            result.setdefault("warnings", []).append(
-                "verify runs a request from the host with conda's settings; on Windows hosts that check is not "
-                "implemented yet, only the files and variables were set")
+            # No request from a Windows host: conda's view read from the controller, the registry's proxy included
+            outcome = windows_info(self, {"url": args.get("verify_url") or DEFAULT_VERIFY_URL}, task_vars)
+            self._lift(result, outcome)
+            result["verify"] = [dict(outcome, user=None)]
+            if outcome.get("failed"):
+                return dict(result, failed=True, msg="verify: %s" % outcome.get("msg", "conda_proxy_info failed"))
             return result
         conda = args.get("verify_conda_executable")
         result["verify"] = []

@@ -73,6 +73,28 @@ def argument_spec() -> dict:
         verify_url=dict(type="str", default="https://conda.anaconda.org/conda-forge/noarch/repodata.json"),
         verify_timeout=dict(type="int", default=20),
         verify_conda_executable=dict(type="raw"),
+        # Also done by the action plugin: a local authenticating proxy before the methods (the module accepts it).
+        local_proxy=dict(type="dict", options=local_proxy_argument_spec()),
+    )
+
+
+def local_proxy_argument_spec() -> dict:
+    """The suboptions of ``local_proxy`` (see ``plugin_utils/_local_proxy.py``)."""
+    return dict(
+        auth=dict(type="str", default="none", choices=["kerberos", "ntlm", "basic", "none"]),
+        pac_url=dict(type="str"),
+        listen_port=dict(type="int", default=3128),
+        service_user=dict(type="str", default="condafleet-proxy"),
+        ntlm_domain=dict(type="str", default=""),
+        ntlm_hash=dict(type="str", no_log=True),
+        ntlm_response=dict(type="str", default="ntlmv2", choices=["ntlmv2", "nt"]),
+        venv=dict(type="path", default="/opt/condafleet/px"),
+        python=dict(type="path"),
+        px_version=dict(type="str", default="0.13.0"),
+        px_source=dict(type="path"),
+        pip_index_url=dict(type="str"),
+        environment=dict(type="dict", default={}),
+        start=dict(type="bool", default=True),
     )
 
 

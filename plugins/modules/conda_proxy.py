@@ -191,6 +191,74 @@ options:
         mapping of account to path (V('') for the connecting account). By default
         M(condafleet.proxy.conda_proxy_info) looks for it.
     type: raw
+  local_proxy:
+    description:
+      - Run a local authenticating proxy on C(127.0.0.1) (M(condafleet.proxy.local_auth_proxy), done by the action
+        plugin before the methods) with the proxy of O(http)/O(https) as its upstream, or with O(local_proxy.pac_url)
+        choosing it, and write C(http://127.0.0.1:PORT) with no credentials into every method's files instead.
+      - O(proxy_username)/O(proxy_password) (or the credentials in the URL) go to the local proxy only, as an NTLM
+        hash (V(ntlm)) or in a file only its service account reads (V(basic)); V(kerberos) uses the ticket of the one
+        account in O(users) (O(scope=user)).
+      - For V(ntlm), V(basic) and V(none) the service account O(local_proxy.service_user) is created (a system
+        account without a home or a login shell) and, for V(ntlm), the C(cntlm) package installed.
+      - With O(state=absent) the methods' files are restored first, then the service and its files are removed
+        (the service account and the px venv stay).
+      - Not on Windows hosts.
+    type: dict
+    suboptions:
+      auth:
+        description: How the local proxy logs in to the corporate proxy.
+        type: str
+        choices: [kerberos, ntlm, basic, none]
+        default: none
+      pac_url:
+        description: A PAC file (URL or absolute path) that chooses the upstream per request, instead of O(http)/O(https).
+        type: str
+      listen_port:
+        description: The port on C(127.0.0.1).
+        type: int
+        default: 3128
+      service_user:
+        description: The account the system service runs as (V(ntlm), V(basic), V(none)).
+        type: str
+        default: condafleet-proxy
+      ntlm_domain:
+        description: The Windows domain of the proxy account (V(ntlm)).
+        type: str
+        default: ''
+      ntlm_hash:
+        description: The NTLMv2 hash (cntlm's C(PassNTLMv2)) instead of O(proxy_password), so the password never reaches the host.
+        type: str
+      ntlm_response:
+        description: V(ntlmv2), or V(nt) for proxies whose challenge carries no target information.
+        type: str
+        choices: [ntlmv2, nt]
+        default: ntlmv2
+      venv:
+        description: Where px is installed.
+        type: path
+        default: /opt/condafleet/px
+      python:
+        description: The Python that creates px's venv.
+        type: path
+      px_version:
+        description: The version of C(px-proxy) installed.
+        type: str
+        default: 0.13.0
+      px_source:
+        description: A directory of wheels to install px from, without an index.
+        type: path
+      pip_index_url:
+        description: The package index px is installed from.
+        type: str
+      environment:
+        description: Variables for the service (for example C(KRB5_CONFIG)).
+        type: dict
+        default: {}
+      start:
+        description: Enable and start the service (when systemd or launchd runs).
+        type: bool
+        default: true
 attributes:
   platform:
     details:

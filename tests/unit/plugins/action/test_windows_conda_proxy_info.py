@@ -35,6 +35,9 @@ class RegistryHost(WindowsHost):
         if module_name == "ansible.windows.win_reg_stat":
             self.calls.append((module_name, dict(module_args)))
             values = self.keys.get(module_args["path"])
+            level = {MACHINE_ENVIRONMENT: "machine", USER_ENVIRONMENT: "user"}.get(module_args["path"])
+            if level:  # what win_environment wrote is in the registry too
+                values = dict(values or {}, **self.env[level])
             if values is None:
                 return {"changed": False, "exists": False}
             return {"changed": False, "exists": True, "sub_keys": [],
@@ -148,3 +151,22 @@ def test_an_unusable_override_pattern_is_a_clear_failure(host):
     host.keys[INTERNET_SETTINGS].update(ProxyEnable=1, ProxyOverride="[corp")
     result = run_action("conda_proxy_info", {"url": URL}, host)
     assert result["failed"] is True and "ProxyOverride" in result["msg"]
+
+
+def test_conda_proxy_verify_on_windows_reads_the_view_and_names_the_registry_proxy(host):
+    """conda_proxy's verify on a Windows host: the files and variables it just wrote, read back with the registry
+    proxy; the env method's variables win over WinINET, without them the registry's proxy fails the task."""
+    del host.files["%USERPROFILE%\\.condarc"]
+    host.keys[INTERNET_SETTINGS]["ProxyEnable"] = 1
+    args = {"http": "http://proxy.corp.example:3128", "https": "http://proxy.corp.example:3128", "verify": True,
+            "verify_url": URL}
+    result = run_action("conda_proxy", args, host)
+    assert not result.get("failed"), result
+    assert result["verify"][0]["wininet"]["used_by_conda"] is False
+    assert result["verify"][0]["requests"]["repodata"]["proxy"] == "http://proxy.corp.example:3128"
+
+    bare = RegistryHost()
+    bare.keys[INTERNET_SETTINGS] = {"ProxyEnable": 1, "ProxyServer": "winproxy.corp.example:8080"}
+    result = run_action("conda_proxy", dict(args, methods=["condarc"]), bare)
+    assert result["failed"] is True and result["msg"].startswith("verify: conflict for http:// URLs")
+    assert result["verify"][0]["requests"]["repodata"]["source"] == "wininet"
