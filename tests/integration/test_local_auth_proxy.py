@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 COLLECTIONS = os.path.join(os.path.dirname(os.path.dirname(SUPPORT)), "collections")
 WHEELS = "/var/cache/condafleet-lab/px-wheels"
+PINS = os.path.join(os.path.dirname(COLLECTIONS), "requirements", "px-lab.txt")
 PX_VERSION = "0.13.0"
 # Hostile on purpose: quotes, a backslash, '$' and '#' for the .env, '@' and ':' for any URL it could leak into.
 BASIC_PASSWORD = "B@s1c'pw\\$HOME#x:y"
@@ -62,7 +63,8 @@ def wheelhouse():
     if not os.path.isfile(os.path.join(WHEELS, "px_proxy-%s-py3-none-any.whl" % PX_VERSION)):
         os.makedirs(WHEELS, exist_ok=True)
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", WHEELS,
-                               "px-proxy==%s" % PX_VERSION], capture_output=True, text=True, timeout=600, check=False)
+                               "-c", PINS, "px-proxy==%s" % PX_VERSION],
+                              capture_output=True, text=True, timeout=600, check=False)
         if proc.returncode != 0:
             pytest.skip("cannot build the px wheelhouse: %s" % proc.stderr[-500:])
     return WHEELS
