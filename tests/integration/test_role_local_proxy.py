@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 import pytest
 
@@ -24,7 +22,7 @@ import realconda
 from servers import AccountSquid, ChannelServer, free_port, require, stop_process
 from test_local_auth_proxy import COLLECTIONS, Host, files_holding
 # the fixtures of the module-level test, shared
-from test_local_auth_proxy import venv_dir, wheelhouse  # noqa: F401 pylint: disable=unused-import
+from test_local_auth_proxy import host, venv_dir, wheelhouse  # noqa: F401 pylint: disable=unused-import
 
 corpauth = pytest.importorskip("corpauth")
 
@@ -39,18 +37,6 @@ PLAYBOOK = """\
   roles:
     - role: condafleet.proxy.conda_proxy
 """
-
-
-@pytest.fixture
-def host():
-    base = tempfile.mkdtemp(prefix="condafleet-roleproxy-", dir="/var/tmp")
-    os.chmod(base, 0o755)
-    made = Host(base)
-    try:
-        yield made
-    finally:
-        made.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def run_role(host: Host, role_vars: dict, check: bool = False) -> tuple[dict, str]:
