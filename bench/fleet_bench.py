@@ -573,7 +573,8 @@ def print_table(report: dict) -> None:
             cells += ["%.0f" % cp[k] if k in cp else "-" for k in (role, module, hand, ping)]
             cells += ["%.2f" % ratios["%s %s" % (name, label)] if "%s %s" % (name, label) in ratios else "-"
                       for name in ("role/module", "role/ping", "hand/role")]
-            cells += [str(counts.get(k, {}).get("modules", "-")) for k in (role, module, hand, "ping")]
+            cells += [str(counts.get(k, {}).get("modules", "-")) if k == "ping" or k in md else "-"
+                      for k in (role, module, hand, "ping")]
             print("| " + " | ".join(cells) + " |")
     print()
     if report.get("pull"):
