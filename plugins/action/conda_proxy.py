@@ -96,14 +96,19 @@ class ActionModule(NormalAction):
         changed = result["changed"] or bool(methods.get("changed"))
         result = dict(methods, local_proxy=result.get("local_proxy"), changed=changed)
         if params["state"] == "absent" and not methods.get("failed"):
-            outcome = self._execute_module(module_name="condafleet.proxy.local_auth_proxy",
-                                           module_args=planned.proxy_args, task_vars=task_vars)
-            self._lift(result, outcome)
-            result["local_proxy"] = outcome
-            result["changed"] = result["changed"] or bool(outcome.get("changed"))
-            if outcome.get("failed"):
-                return dict(result, failed=True, msg="local_proxy: %s" % outcome.get("msg", "local_auth_proxy failed"))
+            return self._local_auth_proxy(planned, result, task_vars) or result
         return result
+
+    def _local_auth_proxy(self, planned, result: dict, task_vars: dict, note: str = "") -> dict | None:
+        """Run local_auth_proxy into ``result["local_proxy"]``; the failed result, or None."""
+        outcome = self._execute_module(module_name="condafleet.proxy.local_auth_proxy",
+                                       module_args=planned.proxy_args, task_vars=task_vars)
+        self._lift(result, outcome)
+        result["local_proxy"] = outcome
+        result["changed"] = result["changed"] or bool(outcome.get("changed"))
+        if outcome.get("failed"):
+            return dict(result, failed=True, msg="local_proxy: %s%s" % (outcome.get("msg", "local_auth_proxy failed"), note))
+        return None
 
     def _deploy_local_proxy(self, planned, result: dict, task_vars: dict) -> dict | None:
         """The service account (and cntlm for NTLM), then local_auth_proxy. Returns the failed result, or None."""
@@ -125,15 +130,7 @@ class ActionModule(NormalAction):
                                          "msg": "not checked: %s would first be %s" % (
                                              args["name"], "created" if name.endswith("user") else "installed")}
                 return None
-        outcome = self._execute_module(module_name="condafleet.proxy.local_auth_proxy",
-                                       module_args=planned.proxy_args, task_vars=task_vars)
-        self._lift(result, outcome)
-        result["local_proxy"] = outcome
-        result["changed"] = result["changed"] or bool(outcome.get("changed"))
-        if outcome.get("failed"):
-            return dict(result, failed=True, msg="local_proxy: %s; the methods were not changed"
-                        % outcome.get("msg", "local_auth_proxy failed"))
-        return None
+        return self._local_auth_proxy(planned, result, task_vars, note="; the methods were not changed")
 
     def _from_controller(self, host: HostKind, task_vars: dict) -> dict:
         """The methods through their own action plugins (Windows, or the controller-side path forced)."""
