@@ -228,18 +228,23 @@ def _script(block_commands: list[tuple[Block, str | None, str | None]], workdir:
 
 def _run_in_sandbox(script: str, sandbox: str) -> str:
     """``script`` as root in a private mount namespace: /tmp and the home are the sandbox's own directories
-    (the Python the venv runs on stays reachable when it lives in the home, as pyenv's does)."""
+    (the Python the venv runs on stays reachable when it lives in the home, as pyenv's does, and the checkout with
+    its venv when it lives under /tmp, as a CI clone may)."""
     home = os.path.realpath(os.path.expanduser("~"))
     python_home = os.path.realpath(sys.base_prefix)
     keep = os.path.relpath(python_home, home) if python_home.startswith(home + os.sep) else ""
-    for name in ("tmp", "home", "realhome"):
+    repo = os.path.realpath(REPO)
+    keep_tmp = os.path.relpath(repo, "/tmp") if repo.startswith("/tmp" + os.sep) else ""
+    for name in ("tmp", "home", "realhome", "realtmp"):
         os.makedirs(os.path.join(sandbox, name), exist_ok=True)
     os.chmod(os.path.join(sandbox, "tmp"), 0o1777)
     with open(os.path.join(sandbox, "script.sh"), "w") as handle:
         handle.write(script)
     setup = "\n".join([
         "set -e",
+        'mount --bind /tmp "$S/realtmp"',
         'mount --bind "$S/tmp" /tmp',
+        'if [ -n "$T" ]; then mkdir -p "/tmp/$T"; mount --bind "$S/realtmp/$T" "/tmp/$T"; fi',
         'mount --bind "$H" "$S/realhome"',
         'mount --bind "$S/home" "$H"',
         'if [ -n "$K" ]; then mkdir -p "$H/$K"; mount --bind "$S/realhome/$K" "$H/$K"; fi',
@@ -250,7 +255,8 @@ def _run_in_sandbox(script: str, sandbox: str) -> str:
     path = [BIN] + ([conda_bin] if os.path.isdir(conda_bin) else []) + ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
     env = {"HOME": home, "USER": "root", "LOGNAME": "root", "LANG": "C.UTF-8", "TERM": "dumb",
            "PATH": os.pathsep.join(path),
-           "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1", "S": sandbox, "H": home, "K": keep}
+           "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1", "S": sandbox, "H": home, "K": keep,
+           "T": keep_tmp}
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", setup], env=env,
                           capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 0, "the sandbox failed: %s" % (proc.stdout[-2000:] + proc.stderr[-2000:])
