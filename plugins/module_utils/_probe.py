@@ -439,15 +439,18 @@ LOCAL_PROXY_HOSTS = ("127.0.0.1", "localhost", "::1")
 def classify_failure(exc: BaseException, proxy: str | None = None) -> tuple:
     """``(outcome, explanation)`` for an exception raised by a request through ``proxy``.
 
-    A local authenticating proxy (px, cntlm on loopback) that cannot log in to the corporate proxy answers
-    401 (px) or 407 (cntlm) itself: that is ``upstream_auth_failed``, not a credential the client lacks."""
+    A proxy answers a missing or refused login with 407. px, the local authenticating proxy on loopback, answers
+    **401** instead when it cannot log in to the corporate proxy itself: a 401 through a loopback proxy is
+    ``upstream_auth_failed`` (a 407 stays ``proxy_auth_required``, whoever sent it)."""
     status = exc.code if isinstance(exc, HTTPError) else None
     text = str(getattr(exc, "reason", exc))
-    if proxy and (urlsplit(proxy).hostname or "") in LOCAL_PROXY_HOSTS and (
-            status in (401, 407) or re.search(r"\b40[17]\b", text) and "Tunnel" in text):
-        return ("upstream_auth_failed", "the local authenticating proxy %s answered %s: it could not log in to the "
+    # A channel's own 401 carries WWW-Authenticate (RFC 9110); px's does not, and a CONNECT is answered by the proxy.
+    from_proxy = (status == 401 and not (getattr(exc, "headers", None) or {}).get("WWW-Authenticate")) or (
+        status is None and re.search(r"\b401\b", text) and "Tunnel" in text)
+    if proxy and (urlsplit(proxy).hostname or "") in LOCAL_PROXY_HOSTS and from_proxy:
+        return ("upstream_auth_failed", "the local authenticating proxy %s answered 401: it could not log in to the "
                 "corporate proxy. With Kerberos the account has no valid ticket (klist; kinit, or log in again); with "
-                "NTLM or Basic the credentials it holds were refused" % (proxy, status or text))
+                "Basic the password it holds was refused" % proxy)
     if isinstance(exc, HTTPError):
         if exc.code == 407:
             return ("proxy_auth_required", "the proxy answered 407 Proxy Authentication Required: the proxy "
