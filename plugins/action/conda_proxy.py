@@ -93,8 +93,11 @@ class ActionModule(NormalAction):
             methods = super().run(tmp, task_vars)
         finally:
             self._task.args = task_args
-        changed = result["changed"] or bool(methods.get("changed"))
-        result = dict(methods, local_proxy=result.get("local_proxy"), changed=changed)
+        merged = dict(methods, local_proxy=result.get("local_proxy"), changed=result["changed"] or bool(methods.get("changed")))
+        for key in ("warnings", "deprecations"):  # the local proxy's (systemd not running...) before the methods'
+            if result.get(key):
+                merged[key] = result[key] + list(methods.get(key) or [])
+        result = merged
         if params["state"] == "absent" and not methods.get("failed"):
             return self._local_auth_proxy(planned, result, task_vars) or result
         return result

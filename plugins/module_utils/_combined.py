@@ -79,7 +79,9 @@ def argument_spec() -> dict:
 
 
 def local_proxy_argument_spec() -> dict:
-    """The suboptions of ``local_proxy`` (see ``plugin_utils/_local_proxy.py``)."""
+    """The suboptions of ``local_proxy`` (see ``plugin_utils/_local_proxy.py``): local_auth_proxy's options of the
+    same names, written out here rather than imported from ``_authproxy``, which every conda_proxy run on every host
+    would then import (and compile) for an option most runs do not use."""
     return dict(
         auth=dict(type="str", default="none", choices=["kerberos", "ntlm", "basic", "none"]),
         pac_url=dict(type="str"),

@@ -88,6 +88,8 @@ def test_kerberos_role_points_conda_at_px_and_verify_tells_a_lost_ticket(host, w
         assert applied["changed"] and not applied.get("failed"), raw[-3000:]
         proxy = applied["local_proxy"]
         assert proxy["proxy_url"] == "http://127.0.0.1:%d" % port and proxy["scope"] == "user"
+        # the local proxy's warning reaches the task's result (no systemd here: the unit is not started)
+        assert any("systemd is not running" in text for text in applied.get("warnings", [])), applied.get("warnings")
         with open(os.path.join(alice.pw_dir, ".condarc")) as handle:
             condarc = handle.read()
         assert "http://127.0.0.1:%d" % port in condarc and "localhost:%d" % squid.port not in condarc
