@@ -367,3 +367,36 @@ def pip_install_argv(python: str, version: str, source: str | None = None, index
     elif index_url:
         argv += ["--index-url", index_url]
     return argv + ["px-proxy==%s" % version]
+
+
+def argument_spec() -> dict:
+    """The options of local_auth_proxy (the module, and its action plugin's Windows path)."""
+    return dict(
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        auth=dict(type="str", choices=list(AUTHS)),
+        upstream=dict(type="list", elements="str", default=[]),
+        pac_url=dict(type="str"),
+        pac_reload=dict(type="int", default=60),
+        listen_port=dict(type="int", default=3128),
+        no_proxy=dict(type="list", elements="str", default=[]),
+        service_user=dict(type="str"),
+        username=dict(type="str"),
+        password=dict(type="str", no_log=True),
+        ntlm_domain=dict(type="str", default=""),
+        ntlm_hash=dict(type="str", no_log=True),
+        ntlm_response=dict(type="str", default="ntlmv2", choices=["ntlmv2", "nt"]),
+        venv=dict(type="path", default="/opt/condafleet/px"),
+        python=dict(type="path"),
+        px_version=dict(type="str", default="0.13.0"),
+        px_source=dict(type="path"),
+        pip_index_url=dict(type="str"),
+        cntlm_path=dict(type="path"),
+        config_dir=dict(type="path"),
+        service_name=dict(type="str", default="condafleet-auth-proxy"),
+        environment=dict(type="dict", default={}),
+        start=dict(type="bool", default=True),
+        remove_venv=dict(type="bool", default=False),
+        user=dict(type="str"),
+        follow=dict(type="bool", default=False),
+        backup=dict(type="bool", default=False),
+    )

@@ -40,9 +40,16 @@ attributes:
     support: full
   platform:
     support: full
-    platforms: posix
+    platforms: posix, windows
     details:
-      - Linux with systemd, and macOS with launchd. Windows is not supported by this module.
+      - Linux with systemd, and macOS with launchd.
+      - On Windows the action plugin of the same name does it from the controller for the connecting account. px
+        logs in with that account's own Windows credentials (SSPI single sign-on), so O(auth) is V(kerberos),
+        V(ntlm) or V(none), with no O(username), O(password) or O(ntlm_hash), and nothing secret is written. px is
+        installed into a venv (by default C(%LOCALAPPDATA%\condafleet\px), with C(py) unless O(python) is given),
+        C(px.ini) goes to C(%LOCALAPPDATA%\condafleet\auth-proxy), and the account's C(Run) registry key starts
+        px hidden at every logon (a warning says so; it is not started by the task). O(user), O(service_user),
+        O(cntlm_path) and O(follow) are refused there.
 options:
   state:
     description:
@@ -328,6 +335,7 @@ import shutil
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.condafleet.proxy.plugins.module_utils import _authproxy
+from ansible_collections.condafleet.proxy.plugins.module_utils._authproxy import argument_spec
 from ansible_collections.condafleet.proxy.plugins.module_utils._fileio import (
     FileRefused,
     plan_edit,
@@ -343,38 +351,6 @@ CNTLM_CANDIDATES = ("/usr/sbin/cntlm", "/usr/bin/cntlm", "/usr/local/bin/cntlm",
 
 class Failure(Exception):
     """The task cannot succeed; the message says why."""
-
-
-def argument_spec() -> dict:
-    return dict(
-        state=dict(type="str", default="present", choices=["present", "absent"]),
-        auth=dict(type="str", choices=list(_authproxy.AUTHS)),
-        upstream=dict(type="list", elements="str", default=[]),
-        pac_url=dict(type="str"),
-        pac_reload=dict(type="int", default=60),
-        listen_port=dict(type="int", default=3128),
-        no_proxy=dict(type="list", elements="str", default=[]),
-        service_user=dict(type="str"),
-        username=dict(type="str"),
-        password=dict(type="str", no_log=True),
-        ntlm_domain=dict(type="str", default=""),
-        ntlm_hash=dict(type="str", no_log=True),
-        ntlm_response=dict(type="str", default="ntlmv2", choices=["ntlmv2", "nt"]),
-        venv=dict(type="path", default="/opt/condafleet/px"),
-        python=dict(type="path"),
-        px_version=dict(type="str", default="0.13.0"),
-        px_source=dict(type="path"),
-        pip_index_url=dict(type="str"),
-        cntlm_path=dict(type="path"),
-        config_dir=dict(type="path"),
-        service_name=dict(type="str", default="condafleet-auth-proxy"),
-        environment=dict(type="dict", default={}),
-        start=dict(type="bool", default=True),
-        remove_venv=dict(type="bool", default=False),
-        user=dict(type="str"),
-        follow=dict(type="bool", default=False),
-        backup=dict(type="bool", default=False),
-    )
 
 
 class Run:
