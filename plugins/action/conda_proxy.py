@@ -74,11 +74,11 @@ class ActionModule(NormalAction):
         """local_proxy: px or cntlm on 127.0.0.1 with the corporate proxy as its upstream (before the methods; after
         them with state=absent), the methods pointed at it with no credentials."""
         try:
-            if host is not None:
-                raise ValueError("local_proxy runs a service on the host: not on Windows hosts (px's own --install "
-                                 "is the way there) nor with the files edited from the controller")
+            if host is not None and not host.windows:
+                raise ValueError("local_proxy runs a service on the host: not with the files edited from the controller "
+                                 "on a POSIX host")
             params = validate_args(_combined.argument_spec(), dict(self._task.args))
-            planned = _local_proxy.plan(params, dict(self._task.args))
+            planned = _local_proxy.plan(params, dict(self._task.args), windows=host is not None)
         except ValueError as exc:
             return {"failed": True, "changed": False,
                     "msg": "local_proxy: %s; nothing was changed on this host" % mask_secrets(to_native(exc))}
@@ -90,7 +90,7 @@ class ActionModule(NormalAction):
         task_args = self._task.args
         self._task.args = planned.method_args
         try:
-            methods = super().run(tmp, task_vars)
+            methods = super().run(tmp, task_vars) if host is None else self._from_controller(host, task_vars)
         finally:
             self._task.args = task_args
         merged = dict(methods, local_proxy=result.get("local_proxy"), changed=result["changed"] or bool(methods.get("changed")))
@@ -103,9 +103,9 @@ class ActionModule(NormalAction):
         return result
 
     def _local_auth_proxy(self, planned, result: dict, task_vars: dict, note: str = "") -> dict | None:
-        """Run local_auth_proxy into ``result["local_proxy"]``; the failed result, or None."""
-        outcome = self._execute_module(module_name="condafleet.proxy.local_auth_proxy",
-                                       module_args=planned.proxy_args, task_vars=task_vars)
+        """Run local_auth_proxy (its action plugin: Windows from the controller) into ``result["local_proxy"]``;
+        the failed result, or None."""
+        outcome = run_action(self, "condafleet.proxy.local_auth_proxy", planned.proxy_args, task_vars)
         self._lift(result, outcome)
         result["local_proxy"] = outcome
         result["changed"] = result["changed"] or bool(outcome.get("changed"))

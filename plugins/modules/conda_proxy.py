@@ -203,7 +203,9 @@ options:
         account without a home or a login shell) and, for V(ntlm), the C(cntlm) package installed.
       - With O(state=absent) the methods' files are restored first, then the service and its files are removed
         (the service account and the px venv stay).
-      - Not on Windows hosts.
+      - On Windows hosts px runs for the connecting account with its own Windows credentials (V(kerberos) or V(ntlm)
+        single sign-on, or V(none)), through M(condafleet.proxy.local_auth_proxy)'s Windows path; no O(users) and no
+        credentials there.
     type: dict
     suboptions:
       auth:

@@ -58,9 +58,10 @@ class Plan:
         return "http://%s:%d" % (LOOPBACK, self.proxy_args["listen_port"])
 
 
-def plan(params: dict, task_args: dict) -> Plan:
+def plan(params: dict, task_args: dict, windows: bool = False) -> Plan:
     """The plan for conda_proxy's validated ``params`` (``task_args``: the task's own arguments, rewritten for the
-    methods). ValueError says what is wrong, before anything runs."""
+    methods). ``windows``: px for the connecting account with its own credentials (SSPI), see local_auth_proxy's
+    action plugin. ValueError says what is wrong, before anything runs."""
     local = validate_args(local_proxy_argument_spec(), dict(params["local_proxy"] or {}))
     auth = local["auth"]
     upstreams, username, password = [], params.get("proxy_username"), params.get("proxy_password")
@@ -85,6 +86,22 @@ def plan(params: dict, task_args: dict) -> Plan:
     else:
         proxy_args["pac_url"] = local["pac_url"]
     service_user = None
+    if windows:
+        if auth not in ("kerberos", "ntlm", "none"):
+            raise ValueError("local_proxy auth=%s is not offered on Windows hosts: px logs in with the account's own "
+                             "Windows credentials (kerberos or ntlm single sign-on) or not at all (none)" % auth)
+        if username or password or local["ntlm_hash"] or users:
+            raise ValueError("on Windows px runs for the connecting account with its own credentials: give no users, "
+                             "proxy_username, proxy_password or ntlm_hash (nothing secret is written)")
+        for key in ("environment",):
+            proxy_args.pop(key, None)
+        if local["venv"] == "/opt/condafleet/px":  # the POSIX default: the action plugin's own on Windows
+            proxy_args.pop("venv")
+        method_args = dict((key, value) for key, value in task_args.items()
+                           if key not in ("local_proxy", "proxy_username", "proxy_password", "world_readable_password"))
+        loopback = "http://%s:%d" % (LOOPBACK, local["listen_port"])
+        method_args.update(http=loopback, https=loopback)
+        return Plan(None, False, proxy_args, method_args)
     if auth == "kerberos":
         # px runs as the account, with its ticket: one account per port, so one account per task.
         if len(users) > 1:
