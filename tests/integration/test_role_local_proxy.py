@@ -39,7 +39,7 @@ PLAYBOOK = """\
 """
 
 
-def run_role(host: Host, role_vars: dict, check: bool = False) -> tuple[dict, str]:
+def run_role(host: Host, role_vars: dict, check: bool = False, verbosity: int = 0) -> tuple[dict, str]:
     """The role as root through ansible-playbook in the private /etc; ``(task result, raw output)``."""
     playbook = os.path.join(host.base, "play.yml")
     with open(playbook, "w") as handle:
@@ -48,7 +48,7 @@ def run_role(host: Host, role_vars: dict, check: bool = False) -> tuple[dict, st
     with open(extra, "w") as handle:
         json.dump(dict(role_vars, ansible_python_interpreter=sys.executable), handle)
     command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
-               playbook, "-e", "@" + extra] + (["--check"] if check else [])
+               playbook, "-e", "@" + extra] + (["--check"] if check else []) + (["-" + "v" * verbosity] if verbosity else [])
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="0")
     proc = host.etc.run(command, timeout=600, env=env)
@@ -140,9 +140,9 @@ def test_basic_role_keeps_the_password_in_the_service_file_only(host, wheelhouse
                          conda_proxy_auth_px_source=wheelhouse, conda_proxy_users=["bob"],
                          conda_proxy_verify_url=channel_url + "/noarch/repodata.json",
                          conda_proxy_verify_conda_executable=conda)
-        applied, raw = run_role(host, role_vars)
+        applied, raw = run_role(host, role_vars, verbosity=3)  # -vvv: module arguments, connection commands
         assert applied["changed"] and not applied.get("failed"), raw[-3000:]
-        assert BASIC_PASSWORD not in raw
+        assert "EXEC" in raw and BASIC_PASSWORD not in raw
         proxy = applied["local_proxy"]
         holding = files_holding([host.etc.path, bob.pw_dir, venv_dir], (BASIC_PASSWORD,))
         assert holding == [host.path(proxy["credential_path"])], holding
