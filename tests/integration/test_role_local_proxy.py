@@ -163,3 +163,39 @@ def test_basic_role_keeps_the_password_in_the_service_file_only(host, wheelhouse
         search = host.login("bob", "CONDA_SOLVER=classic %s search --override-channels -c %s %s"
                             % (conda, channel_url, realconda.PACKAGE), timeout=180)
         assert search.returncode == 0 and realconda.PACKAGE in search.stdout, search.stdout + search.stderr
+
+
+def test_pac_role_sends_one_channel_through_squid_and_the_other_direct(host, wheelhouse, venv_dir, tmp_path):
+    """conda_proxy_pac_url: px follows the PAC file for every request conda makes; "localhost" goes through the
+    Basic squid (logged with px's account), "127.0.0.1" directly (not in squid's log), both found by real conda."""
+    require("/usr/sbin/squid", "setpriv", "systemd-analyze")
+    conda = realconda.require()
+    host.add_account("carol")
+    roots = [str(tmp_path / name) for name in ("proxied", "direct")]
+    for root in roots:
+        os.makedirs(root)
+        realconda.write_package_channel(root)
+    port = free_port()
+    with AccountSquid({"fleet-px": BASIC_PASSWORD}) as squid, ChannelServer(roots[0]) as proxied, \
+            ChannelServer(roots[1]) as direct, \
+            corpauth.PacServer(corpauth.pac_script({"localhost": "PROXY 127.0.0.1:%d" % squid.port})) as pac:
+        through = "http://localhost:%d/fleet-channel" % proxied.port
+        role_vars = dict(conda_proxy_pac_url=pac.pac_url, conda_proxy_auth="basic", conda_proxy_username="fleet-px",
+                         conda_proxy_password=BASIC_PASSWORD, conda_proxy_methods=["condarc", "env"],
+                         conda_proxy_auth_port=port, conda_proxy_auth_venv=venv_dir,
+                         conda_proxy_auth_px_source=wheelhouse, conda_proxy_users=["carol"],
+                         conda_proxy_verify_url=through + "/noarch/repodata.json",
+                         conda_proxy_verify_conda_executable=conda)
+        applied, raw = run_role(host, role_vars)
+        assert applied["changed"] and not applied.get("failed"), raw[-3000:]
+        host.run_unit(applied["local_proxy"]["unit_path"], port)
+        verified, raw = run_role(host, dict(role_vars, conda_proxy_verify=True))
+        assert not verified.get("failed") and verified["changed"] is False, raw[-3000:]
+        for url in (through, "http://127.0.0.1:%d/fleet-channel" % direct.port):
+            search = host.login("carol", "CONDA_SOLVER=classic %s search --override-channels -c %s %s"
+                                % (conda, url, realconda.PACKAGE), timeout=180)
+            assert search.returncode == 0 and realconda.PACKAGE in search.stdout, search.stdout + search.stderr
+        logged = [row["url"] for row in squid.entries()]
+        assert any(":%d/fleet-channel" % proxied.port in url for url in logged), logged
+        assert not any(":%d/" % direct.port in url for url in logged), logged
+        assert direct.requests and pac.requests
