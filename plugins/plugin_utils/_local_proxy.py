@@ -93,15 +93,10 @@ def plan(params: dict, task_args: dict, windows: bool = False) -> Plan:
         if username or password or local["ntlm_hash"] or users:
             raise ValueError("on Windows px runs for the connecting account with its own credentials: give no users, "
                              "proxy_username, proxy_password or ntlm_hash (nothing secret is written)")
-        for key in ("environment",):
-            proxy_args.pop(key, None)
+        proxy_args.pop("environment")
         if local["venv"] == "/opt/condafleet/px":  # the POSIX default: the action plugin's own on Windows
             proxy_args.pop("venv")
-        method_args = dict((key, value) for key, value in task_args.items()
-                           if key not in ("local_proxy", "proxy_username", "proxy_password", "world_readable_password"))
-        loopback = "http://%s:%d" % (LOOPBACK, local["listen_port"])
-        method_args.update(http=loopback, https=loopback)
-        return Plan(None, False, proxy_args, method_args)
+        return Plan(None, False, proxy_args, _method_args(task_args, local["listen_port"]))
     if auth == "kerberos":
         # px runs as the account, with its ticket: one account per port, so one account per task.
         if len(users) > 1:
@@ -132,9 +127,14 @@ def plan(params: dict, task_args: dict, windows: bool = False) -> Plan:
                 proxy_args["password"] = password
         elif username or password:
             raise ValueError("local_proxy auth=none logs in nowhere: give no proxy_username or proxy_password")
-    loopback = "http://%s:%d" % (LOOPBACK, local["listen_port"])
+    return Plan(service_user if params["state"] == "present" else None, auth == "ntlm" and params["state"] == "present",
+                proxy_args, _method_args(task_args, local["listen_port"]))
+
+
+def _method_args(task_args: dict, port: int) -> dict:
+    """The task's arguments for the methods: the local proxy for both schemes, no credential."""
+    loopback = "http://%s:%d" % (LOOPBACK, port)
     method_args = dict((key, value) for key, value in task_args.items()
                        if key not in ("local_proxy", "proxy_username", "proxy_password", "world_readable_password"))
     method_args.update(http=loopback, https=loopback)
-    return Plan(service_user if params["state"] == "present" else None, auth == "ntlm" and params["state"] == "present",
-                proxy_args, method_args)
+    return method_args

@@ -32,6 +32,7 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._combined import 
 from ansible_collections.condafleet.proxy.plugins.module_utils._probe import (
     REQUEST_KINDS,
     CondarcMerge,
+    any_proxy_variable,
     info_argument_spec,
     mask_proxy_url,
     scheme_conflict,
@@ -124,8 +125,7 @@ class WindowsView:
             self.secrets.extend(secrets_in(value or ""))
         self.problems.extend(merge.problems)
 
-        used = bool(wininet_proxies(wininet)) and not any(
-            value and name.lower().endswith("_proxy") for name, value in env.items())
+        used = bool(wininet_proxies(wininet)) and not any_proxy_variable(env)
         result = dict(
             condarc_files=merge.files,
             proxy_servers=dict((key, mask_proxy_url(value) if value else value) for key, value in servers.items()),
