@@ -222,23 +222,33 @@ def _with_credentials(url: str, username: str | None, password: str | None) -> s
     return _proxyurl.add_credentials(url, username, password)
 
 
-def spec_from_params(params: dict) -> CondarcSpec:
-    """Validate and normalise the module's options (raises :class:`ValueError` naming the option)."""
-    state = params.get("state") or "present"
+def file_location(params: dict, error: type = CondarcSpecError) -> tuple:
+    """``(scope, path, prefix)`` of a .condarc module's options, checked (``error`` names the option): ``path``
+    or a ``scope`` (``user`` by default), ``prefix`` exactly with ``scope=prefix``, no control characters."""
     scope = params.get("scope")
     path = params.get("path")
     prefix = params.get("prefix")
     if scope and path:
-        raise CondarcSpecError("scope and path are mutually exclusive: give one of them")
+        raise error("scope and path are mutually exclusive: give one of them")
     if not path:
         scope = scope or "user"
     if scope == "prefix" and not prefix:
-        raise CondarcSpecError("scope=prefix needs prefix (the path of a conda environment)")
+        raise error("scope=prefix needs prefix (the path of a conda environment)")
     if prefix and scope != "prefix":
-        raise CondarcSpecError("prefix is only used with scope=prefix")
+        raise error("prefix is only used with scope=prefix")
     for name, value in (("path", path), ("prefix", prefix)):
         if value:
-            _proxyurl.reject_control_characters(name, value)
+            try:
+                _proxyurl.reject_control_characters(name, value)
+            except ValueError as exc:
+                raise error(str(exc))
+    return scope, path, prefix
+
+
+def spec_from_params(params: dict) -> CondarcSpec:
+    """Validate and normalise the module's options (raises :class:`ValueError` naming the option)."""
+    state = params.get("state") or "present"
+    scope, path, prefix = file_location(params)
 
     username = params.get("proxy_username") or None
     password = params.get("proxy_password") or None
@@ -1012,6 +1022,23 @@ def parse_condarc(before: bytes | None) -> _Document:
     return doc
 
 
+def _apply_edits(doc, lines: list, eol: str, edits: list, appended: list) -> str:
+    """Apply ``edits`` (``(start, end, new lines)``, ``None`` to remove) and ``appended`` (new lines at the
+    document's append point) to ``lines``; the new text."""
+    operations = [(start, 1, end, new) for start, end, new in edits]
+    if appended:
+        operations.append((doc.append_point({edit[0] for edit in edits}), 0, None, appended))
+    # bottom-up, so that earlier line numbers stay valid; at one line, replace before inserting above it
+    for start, kind, end, new in sorted(operations, key=lambda op: (op[0], op[1]), reverse=True):
+        if kind == 0:
+            _insert(lines, start, new, eol)
+        elif new is None:
+            _remove(doc, lines, start, end)
+        else:
+            _replace(lines, start, end, new, eol)
+    return "".join(text_ + eol_ for text_, eol_ in lines)
+
+
 def render_condarc(before: bytes | None, spec: CondarcSpec) -> bytes | None:
     """The new bytes of the file for ``spec`` (``None``: no file).
 
@@ -1055,18 +1082,7 @@ def render_condarc(before: bytes | None, spec: CondarcSpec) -> bytes | None:
 
     if not edits and not appended:
         return before
-    operations = [(start, 1, end, new) for start, end, new in edits]
-    if appended:
-        operations.append((doc.append_point({edit[0] for edit in edits}), 0, None, appended))
-    # bottom-up, so that earlier line numbers stay valid; at one line, replace before inserting above it
-    for start, kind, end, new in sorted(operations, key=lambda op: (op[0], op[1]), reverse=True):
-        if kind == 0:
-            _insert(lines, start, new, eol)
-        elif new is None:
-            _remove(doc, lines, start, end)
-        else:
-            _replace(lines, start, end, new, eol)
-    out_text = "".join(text_ + eol_ for text_, eol_ in lines)
+    out_text = _apply_edits(doc, lines, eol, edits, appended)
     if out_text == "" and not bom:
         return None
     after = (BOM if bom else b"") + out_text.encode("utf-8")
@@ -1491,17 +1507,7 @@ def render_keys(before: bytes | None, wanted: t.Mapping[str, t.Any], remove: t.I
 
     if not edits and not appended:
         return before
-    operations = [(start, 1, end, new) for start, end, new in edits]
-    if appended:
-        operations.append((doc.append_point({edit[0] for edit in edits}), 0, None, appended))
-    for start, kind, end, new in sorted(operations, key=lambda op: (op[0], op[1]), reverse=True):
-        if kind == 0:
-            _insert(lines, start, new, eol)
-        elif new is None:
-            _remove(doc, lines, start, end)
-        else:
-            _replace(lines, start, end, new, eol)
-    out_text = "".join(text_ + eol_ for text_, eol_ in lines)
+    out_text = _apply_edits(doc, lines, eol, edits, appended)
     if out_text == "" and not bom:
         return None
     if HAS_PYYAML:

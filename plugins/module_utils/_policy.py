@@ -284,23 +284,7 @@ def _final_keys(final: t.Any, named: list) -> list:
 def spec_from_params(params: dict) -> PolicySpec:
     """Validate and normalise the module's options (raises :class:`PolicySpecError` naming the option)."""
     state = params.get("state") or "present"
-    scope = params.get("scope")
-    path = params.get("path")
-    prefix = params.get("prefix")
-    if scope and path:
-        raise PolicySpecError("scope and path are mutually exclusive: give one of them")
-    if not path:
-        scope = scope or "user"
-    if scope == "prefix" and not prefix:
-        raise PolicySpecError("scope=prefix needs prefix (the path of a conda environment)")
-    if prefix and scope != "prefix":
-        raise PolicySpecError("prefix is only used with scope=prefix")
-    for name, value in (("path", path), ("prefix", prefix)):
-        if value:
-            try:
-                _proxyurl.reject_control_characters(name, value)
-            except ValueError as exc:
-                raise PolicySpecError(str(exc))
+    scope, path, prefix = _condarc.file_location(params, PolicySpecError)
     named = [key for key in POLICY_KEYS if params.get(key) is not None]
     if not named:
         raise PolicySpecError("state=%s needs at least one of %s" % (state, ", ".join(POLICY_KEYS)))
