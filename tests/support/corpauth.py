@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The corporate proxy as it is (issue 14): a Kerberos KDC, squid requiring Negotiate or NTLM, a PAC file.
 
-Everything runs on 127.0.0.1 from a temp dir, as :mod:`servers` does: an MIT KDC (``krb5kdc -n``) with its own
+Everything runs on 127.0.0.1 (or the ``host`` given: the lab's controller address, see
+:mod:`corplab`) from a temp dir, as :mod:`servers` does: an MIT KDC (``krb5kdc -n``) with its own
 ``krb5.conf``/``kdc.conf`` (passed by ``KRB5_CONFIG``/``KRB5_KDC_PROFILE``, never the machine's ``/etc``),
 squid with ``negotiate_kerberos_auth`` and a keytab from that KDC, squid with ``ntlm_fake_auth``, and a PAC file
 served over HTTP. Every process is stopped by its own pid; every wait is bounded.
@@ -35,12 +36,13 @@ class Kdc(_Server):
     :attr:`env` (``KRB5_CONFIG``); tickets go to the default cache the file names (``FILE:<workdir>/ccache/
     krb5cc_<uid>``, a sticky world-writable directory), so ``kinit``, ``kdestroy`` and every GSS-API client of an
     account agree on one cache without ``KRB5CCNAME``. No DNS is consulted (``rdns``, ``dns_canonicalize_hostname``
-    and ``dns_lookup_kdc`` are off): ``localhost`` and ``127.0.0.1`` map to the realm."""
+    and ``dns_lookup_kdc`` are off): ``localhost``, the KDC's address and every name under ``condafleet.test`` map
+    to the realm."""
 
     name = "kdc"
 
-    def __init__(self, realm: str = REALM, workdir: str | None = None) -> None:
-        super().__init__(workdir)
+    def __init__(self, realm: str = REALM, workdir: str | None = None, host: str = LOOPBACK) -> None:
+        super().__init__(workdir, host)
         self.realm = realm
         os.chmod(self.workdir, 0o755)
         self.krb5_conf = os.path.join(self.workdir, "krb5.conf")
@@ -69,8 +71,8 @@ class Kdc(_Server):
             "    default_ccache_name = FILE:%s/krb5cc_%%{uid}\n"
             "    ticket_lifetime = 1h\n"
             "[realms]\n    %s = {\n        kdc = %s:%d\n    }\n"
-            "[domain_realm]\n    localhost = %s\n    %s = %s\n"
-            % (realm, self.ccache_dir, realm, LOOPBACK, self.port, realm, LOOPBACK, realm)
+            "[domain_realm]\n    localhost = %s\n    %s = %s\n    .condafleet.test = %s\n"
+            % (realm, self.ccache_dir, realm, self.host, self.port, realm, self.host, realm, realm)
         )
 
     def render_kdc_conf(self) -> str:
@@ -79,7 +81,7 @@ class Kdc(_Server):
             "[realms]\n    %s = {\n        database_name = %s/principal\n        key_stash_file = %s/stash\n"
             "        acl_file = %s/kadm5.acl\n        max_life = 1h\n        max_renewable_life = 1h\n    }\n"
             "[logging]\n    kdc = FILE:%s\n"
-            % (LOOPBACK, self.port, LOOPBACK, self.port, self.realm, self.db_dir, self.db_dir, self.db_dir,
+            % (self.host, self.port, self.host, self.port, self.realm, self.db_dir, self.db_dir, self.db_dir,
                self.log_path)
         )
 
@@ -172,11 +174,13 @@ class Kdc(_Server):
 
 class _SchemeSquid(AccountSquid):
     """:class:`servers.AccountSquid` (its ``%un`` access log and :meth:`entries`) with the Basic scheme's
-    ``auth_param`` lines replaced by :meth:`auth_lines`."""
+    ``auth_param`` lines replaced by :meth:`auth_lines`. ``hosts`` (name -> address) is squid's own
+    ``hosts_file``: names only the proxy resolves, as a corporate proxy resolves internal names."""
 
-    def __init__(self, workdir: str | None = None) -> None:
+    def __init__(self, workdir: str | None = None, host: str = LOOPBACK, hosts: dict[str, str] | None = None) -> None:
         # AccountSquid writes a Basic password file; its account is never offered to clients.
-        super().__init__({"basic-unused": uuid.uuid4().hex}, workdir)
+        super().__init__({"basic-unused": uuid.uuid4().hex}, workdir, host)
+        self.hosts = dict(hosts or {})
 
     def auth_lines(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -188,6 +192,12 @@ class _SchemeSquid(AccountSquid):
             lines = [line for line in handle.read().splitlines() if not line.startswith("auth_param basic ")]
         at = next(index for index, line in enumerate(lines) if line.startswith("acl authed "))
         lines[at:at] = self.auth_lines()
+        if self.hosts:
+            hosts_file = os.path.join(self.workdir, "hosts")
+            with open(hosts_file, "w") as handle:
+                handle.writelines("%s %s\n" % (address, name) for name, address in sorted(self.hosts.items()))
+            os.chmod(hosts_file, 0o644)
+            lines.append("hosts_file %s" % hosts_file)
         with open(conf, "w") as handle:
             handle.write("\n".join(lines) + "\n")
         return argv
@@ -197,20 +207,25 @@ class NegotiateSquid(_SchemeSquid):
     """squid requiring Kerberos (``Proxy-Authenticate: Negotiate``) with a keytab from ``kdc``.
 
     The helper runs with the KDC's ``KRB5_CONFIG`` and no replay cache; ``spn`` is the ``-s`` argument
-    (default ``GSS_C_NO_NAME``: any service principal in the keytab, i.e. ``HTTP/localhost`` and
-    ``HTTP/127.0.0.1``). The access log's ``user=`` field is the client's principal (``alice@REALM``)."""
+    (default ``GSS_C_NO_NAME``: any service principal in the keytab, i.e. ``HTTP/localhost``, ``HTTP/<host>``
+    and ``HTTP/<name>`` for each of ``names``, the proxy's names in DNS). The access log's ``user=`` field is the
+    client's principal (``alice@REALM``)."""
 
     name = "squid-negotiate"
 
-    def __init__(self, kdc: Kdc, spn: str = "GSS_C_NO_NAME", workdir: str | None = None) -> None:
-        super().__init__(workdir)
+    def __init__(self, kdc: Kdc, spn: str = "GSS_C_NO_NAME", workdir: str | None = None, host: str = LOOPBACK,
+                 names: tuple[str, ...] = (), hosts: dict[str, str] | None = None) -> None:
+        super().__init__(workdir, host, hosts)
         self.kdc = kdc
         self.spn = spn
+        self.names = tuple(names)
         self.keytab = os.path.join(self.workdir, "squid.keytab")
 
     def auth_lines(self) -> list[str]:
         owner = _squid_user() if os.geteuid() == 0 else None
-        self.kdc.service_keytab(self.keytab, owner=owner)
+        names = ("localhost", self.host) + self.names
+        services = tuple(dict.fromkeys("HTTP/%s" % name for name in names))
+        self.kdc.service_keytab(self.keytab, services, owner=owner)
         helper = ["/usr/bin/env", "KRB5_CONFIG=%s" % self.kdc.krb5_conf, "KRB5RCACHETYPE=none",
                   NEGOTIATE_HELPER, "-k", self.keytab, "-s", self.spn, "-t", "none"]
         return ["auth_param negotiate program %s" % " ".join(helper),
@@ -243,8 +258,9 @@ class NtlmV2Squid(_SchemeSquid):
 
     name = "squid-ntlmv2"
 
-    def __init__(self, accounts: dict[str, str], domain: str = "CORP", workdir: str | None = None) -> None:
-        super().__init__(workdir)
+    def __init__(self, accounts: dict[str, str], domain: str = "CORP", workdir: str | None = None,
+                 host: str = LOOPBACK, hosts: dict[str, str] | None = None) -> None:
+        super().__init__(workdir, host, hosts)
         self.ntlm_accounts = dict(accounts)
         self.domain = domain
 
@@ -272,7 +288,7 @@ class PacServer(_ThreadServer):
 
     path = "/proxy.pac"
 
-    def __init__(self, content: str) -> None:
+    def __init__(self, content: str, host: str = LOOPBACK) -> None:
         body = content.encode()
         pac_path = self.path
 
@@ -290,7 +306,7 @@ class PacServer(_ThreadServer):
             def log_message(self, fmt, *args) -> None:
                 pass
 
-        super().__init__(Handler)
+        super().__init__(Handler, host)
 
     @property
     def pac_url(self) -> str:

@@ -4,7 +4,9 @@
 """Real servers on 127.0.0.1 for the tests and the demo: proxies, a conda channel, a Basic-auth site.
 
 Each server is a context manager: it starts a real process (or thread), waits a bounded
-time for its port, and stops what it started by its own pid. Nothing binds beyond loopback.
+time for its port, and stops what it started by its own pid. Nothing binds beyond loopback, unless a caller
+gives ``host``: the lab's corporate network (tests/support/corplab.py) binds its servers to the lab's
+controller address, inside the network namespace the lab created.
 """
 
 from __future__ import annotations
@@ -36,23 +38,23 @@ def require(*programs: str) -> None:
         pytest.skip("not installed: %s (run `make lab-deps` as root)" % ", ".join(missing))
 
 
-def free_port() -> int:
+def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 10.0) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 10.0, host: str = LOOPBACK) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("server exited with %s before listening on %d" % (proc.returncode, port))
         with socket.socket() as sock:
             sock.settimeout(0.2)
-            if sock.connect_ex((LOOPBACK, port)) == 0:
+            if sock.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.02)
-    raise RuntimeError("nothing listens on %s:%d after %.0fs" % (LOOPBACK, port, timeout))
+    raise RuntimeError("nothing listens on %s:%d after %.0fs" % (host, port, timeout))
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
@@ -74,14 +76,15 @@ def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
 
 
 class _Server:
-    """Common start/stop for the process-based servers."""
+    """Common start/stop for the process-based servers; ``host`` is the address they listen on."""
 
     name = "server"
 
-    def __init__(self, workdir: str | None = None) -> None:
+    def __init__(self, workdir: str | None = None, host: str = LOOPBACK) -> None:
         self._own_dir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="condafleet-%s-" % self.name)
-        self.port = free_port()
+        self.host = host
+        self.port = free_port(host)
         self.proc: subprocess.Popen | None = None
 
     def command(self) -> list[str]:  # pragma: no cover - abstract
@@ -97,7 +100,7 @@ class _Server:
             start_new_session=True,
         )
         try:
-            wait_for_port(self.port, self.proc)
+            wait_for_port(self.port, self.proc, host=self.host)
         except Exception:
             self.stop()
             raise
@@ -117,12 +120,12 @@ class _Server:
 
     @property
     def url(self) -> str:
-        return "http://%s:%d" % (LOOPBACK, self.port)
+        return "http://%s:%d" % (self.host, self.port)
 
     def url_with(self, username: str, password: str) -> str:
         from urllib.parse import quote
 
-        return "http://%s:%s@%s:%d" % (quote(username, safe=""), quote(password, safe=""), LOOPBACK, self.port)
+        return "http://%s:%s@%s:%d" % (quote(username, safe=""), quote(password, safe=""), self.host, self.port)
 
 
 class TinyProxy(_Server):
@@ -219,8 +222,9 @@ class Squid(_Server):
 
     name = "squid"
 
-    def __init__(self, username: str = "fleet", password: str = "s3cret", workdir: str | None = None) -> None:
-        super().__init__(workdir)
+    def __init__(self, username: str = "fleet", password: str = "s3cret", workdir: str | None = None,
+                 host: str = LOOPBACK) -> None:
+        super().__init__(workdir, host)
         self.username = username
         self.password = password
         self.log_path = os.path.join(self.workdir, "access.log")
@@ -245,7 +249,7 @@ class Squid(_Server):
                 "acl authed proxy_auth REQUIRED\n"
                 "http_access allow authed\nhttp_access deny all\n"
                 "shutdown_lifetime 0 seconds\n"
-                % (LOOPBACK, self.port, self.workdir, self.log_path, self.workdir, self.workdir, helper, passwd)
+                % (self.host, self.port, self.workdir, self.log_path, self.workdir, self.workdir, helper, passwd)
             )
             if os.geteuid() == 0:
                 handle.write("cache_effective_user %s\n" % _squid_user())
@@ -306,10 +310,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 class _ThreadServer:
-    """An ``http.server`` in a thread on 127.0.0.1; ``requests`` lists the paths it served."""
+    """An ``http.server`` in a thread on 127.0.0.1 (or ``host``); ``requests`` lists the paths it served."""
 
-    def __init__(self, handler) -> None:
-        self.httpd = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)
+    def __init__(self, handler, host: str = LOOPBACK) -> None:
+        self.host = host
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
         self.httpd.requests = []
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -320,7 +325,7 @@ class _ThreadServer:
 
     @property
     def url(self) -> str:
-        return "http://%s:%d" % (LOOPBACK, self.port)
+        return "http://%s:%d" % (self.host, self.port)
 
     def __enter__(self):
         self.thread.start()
@@ -348,17 +353,17 @@ class ChannelServer(_ThreadServer):
     With ``tls_dir``: over HTTPS, with a self-signed certificate for 127.0.0.1 written to ``<tls_dir>/ca.pem``
     (:attr:`ca_path`): what a TLS-intercepting proxy looks like to a client that does not trust its CA."""
 
-    def __init__(self, root: str, tls_dir: str | None = None) -> None:
+    def __init__(self, root: str, tls_dir: str | None = None, host: str = LOOPBACK) -> None:
         def handler(*args, **kwargs):
             return _QuietHandler(*args, directory=root, **kwargs)
 
-        super().__init__(handler)
+        super().__init__(handler, host)
         self.ca_path = None
         if tls_dir:
             key, self.ca_path = os.path.join(tls_dir, "key.pem"), os.path.join(tls_dir, "ca.pem")
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
                             "-out", self.ca_path, "-days", "1", "-subj", "/CN=condafleet test channel",
-                            "-addext", "subjectAltName=IP:%s" % LOOPBACK],
+                            "-addext", "subjectAltName=IP:%s" % host],
                            check=True, capture_output=True, timeout=60)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.ca_path, key)
@@ -366,7 +371,7 @@ class ChannelServer(_ThreadServer):
 
     @property
     def url(self) -> str:
-        return "%s://%s:%d" % ("https" if self.ca_path else "http", LOOPBACK, self.port)
+        return "%s://%s:%d" % ("https" if self.ca_path else "http", self.host, self.port)
 
 
 class BasicAuthServer(_ThreadServer):
@@ -455,9 +460,9 @@ class AccountSquid(Squid):
 
     name = "squid-accounts"
 
-    def __init__(self, accounts: dict[str, str], workdir: str | None = None) -> None:
+    def __init__(self, accounts: dict[str, str], workdir: str | None = None, host: str = LOOPBACK) -> None:
         first = next(iter(accounts))
-        super().__init__(first, accounts[first], workdir)
+        super().__init__(first, accounts[first], workdir, host)
         self.accounts = dict(accounts)
 
     def command(self) -> list[str]:
@@ -483,14 +488,20 @@ class AccountSquid(Squid):
         return pwd.getpwnam(_squid_user()).pw_uid if os.geteuid() == 0 else os.geteuid()
 
     def entries(self) -> list[dict]:
-        """The access log parsed: ``client``, ``user``, ``method``, ``url``, ``status``, ``result`` per line."""
-        rows = []
-        for line in self.log().splitlines():
-            fields = line.split()
-            if len(fields) >= 7 and fields[2].startswith("user="):
-                rows.append({"client": fields[1], "user": fields[2][len("user="):], "method": fields[3],
-                             "url": fields[4], "status": fields[5], "result": fields[6]})
-        return rows
+        """The access log parsed (:func:`squid_entries`)."""
+        return squid_entries(self.log())
+
+
+def squid_entries(text: str) -> list[dict]:
+    """An :class:`AccountSquid` access log parsed: ``client``, ``user``, ``method``, ``url``, ``status``,
+    ``result`` per line."""
+    rows = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 7 and fields[2].startswith("user="):
+            rows.append({"client": fields[1], "user": fields[2][len("user="):], "method": fields[3],
+                         "url": fields[4], "status": fields[5], "result": fields[6]})
+    return rows
 
 
 def socket_owner_uid(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
