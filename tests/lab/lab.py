@@ -67,7 +67,9 @@ from servers import ChannelHandler, _apr1, _squid_user, basic_authorization, soc
 CACHE_DIR = os.environ.get("CONDAFLEET_LAB_CACHE", "/var/cache/condafleet-lab")
 RUN_BASE = os.environ.get("CONDAFLEET_LAB_RUN", "/var/tmp/condafleet-lab")
 VARIANT = "minbase"
-PACKAGES = ("python3", "openssh-server", "curl", "zsh", "fish", "sudo", "python3-requests", "ca-certificates", "procps")
+# krb5-user and python3-venv: a workstation of a Kerberos realm (kinit, klist) that can hold a local px venv.
+PACKAGES = ("python3", "openssh-server", "curl", "zsh", "fish", "sudo", "python3-requests", "ca-certificates", "procps",
+            "krb5-user", "python3-venv")
 HOSTS = (("h1", None), ("h2", "bookworm"), ("h3", "trixie"))
 USERS = ("alice", "bob")
 # The lab accounts' uids: 62001, 62002... Every host shares the machine's pid namespace, so a job on the machine
