@@ -17,11 +17,9 @@ import lab as labmod  # noqa: E402
 
 def require_lab() -> None:
     """Skip, saying why, where the lab cannot run (it needs root and a few programs)."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (network and mount namespaces)")
-    missing = labmod.missing_programs()
-    if missing:
-        pytest.skip("not installed: %s (apt: iproute2 openssh-server squid netcat-openbsd debootstrap)" % ", ".join(missing))
+    reason = labmod.unavailable()
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture

@@ -143,11 +143,8 @@ def stop_px(run: dict, pid: int) -> None:
 @pytest.fixture(scope="module")
 def corp_run(tmp_path_factory):
     """The lab and its corporate network up, h2 prepared, alice's ticket, the role converged and its px started."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (network and mount namespaces)")
-    missing = labmod.missing_programs()
-    if missing:
-        pytest.skip("not installed: %s" % ", ".join(missing))
+    if labmod.unavailable():
+        pytest.skip(labmod.unavailable())
     require("/usr/sbin/krb5kdc", "/usr/sbin/kadmin.local", "/usr/lib/squid/negotiate_kerberos_auth",
             "/usr/lib/squid/ntlm_fake_auth")
     wheelhouse = os.path.join(labmod.CACHE_DIR, "px-wheels")

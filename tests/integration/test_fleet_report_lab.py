@@ -98,11 +98,8 @@ def page_requests(netlog: str) -> list[str]:
 @pytest.fixture(scope="module")
 def fleet_run(tmp_path_factory):
     """The lab up, the playbook run with the callback; the report's directory, the lab's variables, the secrets."""
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (network and mount namespaces)")
-    missing = labmod.missing_programs()
-    if missing:
-        pytest.skip("not installed: %s" % ", ".join(missing))
+    if labmod.unavailable():
+        pytest.skip(labmod.unavailable())
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip("chromium is not installed (apt: chromium)")
     base = tmp_path_factory.mktemp("fleet_report")

@@ -120,6 +120,16 @@ def missing_programs() -> list[str]:
     return [p for p in REQUIRED_PROGRAMS if not (os.path.exists(p) if p.startswith("/") else shutil.which(p))]
 
 
+def unavailable() -> str | None:
+    """Why the lab cannot run on this machine (for a test's skip), or None."""
+    if os.geteuid() != 0:
+        return "the lab needs root (network and mount namespaces)"
+    missing = missing_programs()
+    if missing:
+        return "not installed: %s (apt: iproute2 openssh-server squid netcat-openbsd debootstrap)" % ", ".join(missing)
+    return None
+
+
 def default_prefix(state_dir: str) -> str:
     """A short name prefix that is stable for one state directory and differs between directories."""
     return "cfl" + hashlib.sha256(os.path.realpath(state_dir).encode()).hexdigest()[:6]
