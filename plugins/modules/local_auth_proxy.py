@@ -196,6 +196,8 @@ notes:
   - Point conda and pip at the proxy with M(condafleet.proxy.condarc_proxy) and M(condafleet.proxy.env_proxy)
     (C(http://127.0.0.1:PORT), no credentials), or with the C(conda_proxy) role's C(conda_proxy_auth).
   - A per-account systemd unit runs while the account has a session, or always after C(loginctl enable-linger).
+    The module manages it as the account, through the account's own systemd instance (no user D-Bus needed);
+    when none runs, it enables the unit on disk and warns that it starts at the account's next login.
   - The NTLM hash authenticates to the proxy like the password would (it cannot be turned back into the
     password, which keeps its other uses safe); it is readable by O(service_user) and root only.
 seealso:
@@ -589,10 +591,20 @@ class Run:
 
     # ---------------------------------------------------------------- the service
 
-    def systemctl(self, *args: str, check: bool = True) -> int:
+    def user_manager_running(self) -> bool:
+        """Whether the account's own systemd instance runs (a session, or lingering): its private socket exists."""
+        return os.path.exists("/run/user/%d/systemd/private" % self.account.uid)
+
+    def systemctl(self, *args: str, check: bool = True, offline: bool = False) -> int:
+        """``systemctl`` for the unit's manager. A per-account unit is managed as the account (``setpriv``, a clean
+        environment), through its manager's private socket, as ``systemctl --user`` in its session does: no user
+        D-Bus is needed (``--machine=NAME@`` needs one, and minimal hosts lack ``dbus-user-session``), and nothing
+        runs as root in the account's files. ``offline``: no manager runs, ``--root=/`` works on the unit files."""
         argv = ["systemctl"]
         if self.scope == "user":
-            argv += ["--user", "--machine=%s@" % self.account.name]
+            uid, gid = self.account.uid, self.account.gid
+            argv = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--init-groups", "--reset-env", "env",
+                    "XDG_RUNTIME_DIR=/run/user/%d" % uid, "systemctl", "--user"] + (["--root=/"] if offline else [])
         rc, out, err = self.module.run_command(argv + list(args))
         if rc != 0 and check:
             raise Failure("%s failed: %s" % (" ".join(argv + list(args)), (err or out).strip()))
@@ -626,19 +638,27 @@ class Run:
             self.result["service"].update(started=True, enabled=True)
             self.result["changed"] = True
             return
+        # A per-account unit whose account has no manager running (no session, not lingering) is enabled on disk
+        # and starts with the account's next session.
+        offline = self.scope == "user" and not self.user_manager_running()
         # is-enabled and is-active only read: check mode asks them too, to predict the change
-        enabled = self.systemctl("is-enabled", "--quiet", name, check=False) == 0
-        active = self.systemctl("is-active", "--quiet", name, check=False) == 0
+        enabled = self.systemctl("is-enabled", "--quiet", name, check=False, offline=offline) == 0
+        active = not offline and self.systemctl("is-active", "--quiet", name, check=False) == 0
+        if offline:
+            self.warnings.append(
+                "%s has no systemd user manager running (no session, not lingering): %s is enabled and starts at the "
+                "account's next login; `loginctl enable-linger %s` runs it without a session"
+                % (self.account.name, name, self.account.name))
         if self.module.check_mode:
-            self.result["changed"] = self.result["changed"] or not enabled or not active
+            self.result["changed"] = self.result["changed"] or not enabled or not (active or offline)
             return
-        if changed:
+        if changed and not offline:
             self.systemctl("daemon-reload")
         if not enabled:
-            self.systemctl("enable", name)
+            self.systemctl("enable", name, offline=offline)
             self.result["service"]["enabled"] = True
             self.result["changed"] = True
-        if changed or not active:
+        if not offline and (changed or not active):
             self.systemctl("restart", name)
             self.result["service"]["started"] = True
             self.result["changed"] = True
@@ -658,6 +678,9 @@ class Run:
         name = self.params["service_name"]
         if self.module.check_mode:
             return  # removing the unit file already reports the change
+        if self.scope == "user" and not self.user_manager_running():
+            self.systemctl("disable", name, check=False, offline=True)
+            return
         self.systemctl("disable", "--now", name, check=False)
         self.result["service"]["stopped"] = True
 
@@ -683,7 +706,8 @@ class Run:
                                    self.unit_path]):
             self.plan(path, None, secret=False)
         changed = self.commit()
-        if changed and self.result["service"]["manager"] == "systemd" and not self.module.check_mode:
+        if changed and self.result["service"]["manager"] == "systemd" and not self.module.check_mode \
+                and (self.scope != "user" or self.user_manager_running()):
             self.systemctl("daemon-reload", check=False)
         if os.path.isdir(self.config_dir) and not os.listdir(self.config_dir):
             # left empty by an earlier run that was interrupted: the directories the module made for these files
