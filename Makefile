@@ -8,9 +8,10 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.txt requirements/const
 
 # Debian packages the tests use as real servers and consumers (shellcheck: ansible-test's shellcheck test;
 # python3-requests: the lab host h1 shares this machine's filesystem and its verify runs requests there;
-# chromium: the fleet report opened in a real headless browser; krb5-*, cntlm, libkrb5-dev: the Kerberos/NTLM lab).
+# chromium: the fleet report opened in a real headless browser; krb5-*, cntlm, libkrb5-dev: the Kerberos/NTLM lab;
+# systemd-container: systemd-nspawn boots a host with a real systemd for the local proxy's service).
 LAB_DEBS := tinyproxy squid zsh fish curl netcat-openbsd openssh-server debootstrap iproute2 openssl shellcheck python3-requests \
-	chromium krb5-kdc krb5-admin-server krb5-user cntlm libkrb5-dev
+	chromium krb5-kdc krb5-admin-server krb5-user cntlm libkrb5-dev systemd-container
 # pytest workers (pytest-xdist); PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS    ?=

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "support"))
 
 import lab  # noqa: E402  (tests/lab is not a package)
 import realconda  # noqa: E402
+import sdhost  # noqa: E402
 
 
 def say(message: str) -> None:
@@ -40,6 +41,21 @@ def debian_roots() -> None:
     started = time.monotonic()
     lab.bootstrap_all(missing, mirror)
     say("Debian roots ready in %.0f s" % (time.monotonic() - started))
+
+
+def systemd_root() -> None:
+    """The root of the host that boots systemd (tests/support/sdhost.py): the lab's packages and systemd."""
+    if sdhost.unavailable():
+        say("no systemd host root: %s" % sdhost.unavailable())
+        return
+    mirror = lab.debian_mirror()
+    if os.path.exists(os.path.join(lab.CACHE_DIR, lab.cache_key(sdhost.SUITE, mirror, sdhost.PACKAGES), "complete")):
+        say("systemd host root (%s) cached in %s" % (sdhost.SUITE, lab.CACHE_DIR))
+        return
+    say("building the systemd host's root (%s with systemd) with debootstrap: about a minute, once" % sdhost.SUITE)
+    started = time.monotonic()
+    lab.bootstrap_root(sdhost.SUITE, mirror, packages=sdhost.PACKAGES)
+    say("systemd host root ready in %.0f s" % (time.monotonic() - started))
 
 
 def real_conda() -> None:
@@ -64,7 +80,7 @@ def main() -> int:
     if missing:
         say("not installed: %s (make lab-deps); the lab tests skip" % ", ".join(missing))
         return 0
-    for step in (debian_roots, real_conda):
+    for step in (debian_roots, systemd_root, real_conda):
         try:
             step()
         except Exception as exc:  # noqa: BLE001 -- said here; the tests that need it report it again

@@ -25,7 +25,6 @@ import os
 import secrets
 import shlex
 import subprocess
-import sys
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -33,38 +32,17 @@ import pytest
 import lab as labmod  # tests/lab, put on sys.path by conftest.py
 import realconda
 from ansible_collections.condafleet.proxy.plugins.module_utils import _authproxy
-from corplab import DIRECT_NAME, PROXY_NAME, CorpNet
+from corplab import PROXY_NAME, WHEELS_ON_HOST, WORKSTATION_PLAY, CorpNet
+from modulerun import run_playbook
 from servers import require
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("corp_lab_network")]
 
-BIN = os.path.dirname(sys.executable)
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOST = "h2"
 ACCOUNT = "alice"
 PX_PORT = 3129
-WHEELS_ON_HOST = "/var/cache/condafleet-px-wheels"
 
-PREPARE = """\
-- name: A workstation of the corporate realm
-  hosts: {host}
-  gather_facts: false
-  tasks:
-    - name: The company's names
-      ansible.builtin.lineinfile:
-        path: /etc/hosts
-        line: "{{{{ corp_address }}}} {proxy} {direct}"
-    - name: The realm's krb5.conf
-      ansible.builtin.copy:
-        content: "{{{{ corp_krb5_conf }}}}"
-        dest: /etc/krb5.conf
-        mode: "0644"
-    - name: The px wheels the fleet installs from (the lab has no PyPI)
-      ansible.builtin.copy:
-        src: "{{{{ corp_wheelhouse }}}}/"
-        dest: {wheels}/
-        mode: "0644"
-""".format(host=HOST, proxy=PROXY_NAME, direct=DIRECT_NAME, wheels=WHEELS_ON_HOST)
+PREPARE = WORKSTATION_PLAY
 
 ROLE = """\
 - name: conda behind the corporate proxy, through px with alice's Kerberos ticket
@@ -93,24 +71,7 @@ def as_alice(state: dict, command: str, stdin: str | None = None, timeout: float
 
 def playbook(run: dict, text: str, extra: dict | None = None, check: bool = False) -> tuple[dict | None, str]:
     """``ansible-playbook`` over SSH against the lab; ``(the last task's result on h2, raw output)``."""
-    path = os.path.join(run["base"], "play.yml")
-    with open(path, "w") as handle:
-        handle.write(text)
-    variables = os.path.join(run["base"], "vars.json")
-    with open(os.open(variables, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        json.dump(dict(run["vars"], **(extra or {})), handle)
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, "collections"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0",
-               ANSIBLE_RETRY_FILES_ENABLED="0")
-    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", run["state"]["inventory"], path,
-                           "-e", "@" + variables] + (["--check"] if check else []),
-                          cwd=run["base"], env=env, capture_output=True, text=True, timeout=900, check=False)
-    raw = proc.stdout + proc.stderr
-    assert "{" in proc.stdout, raw[-5000:]
-    data = json.loads(proc.stdout[proc.stdout.index("{"):])
-    tasks = data["plays"][-1]["tasks"]
-    return (tasks[-1]["hosts"].get(HOST) if tasks else None), raw
+    return run_playbook(run["state"]["inventory"], run["base"], text, dict(run["vars"], **(extra or {})), HOST, check)
 
 
 def start_px(run: dict, unit_path: str) -> int:
@@ -168,7 +129,7 @@ def corp_run(tmp_path_factory):
         try:
             channel = lab_vars["lab_channel_url"]
             run.update(corp=corp, password=password, ntlm_password=ntlm_password, lab_vars=lab_vars, vars={
-                "corp_address": corp.state["address"], "corp_krb5_conf": corp.state["krb5_conf"],
+                "corp_hosts": HOST, "corp_address": corp.state["address"], "corp_krb5_conf": corp.state["krb5_conf"],
                 "corp_wheelhouse": wheelhouse,
                 "conda_proxy_pac_url": corp.state["pac"]["url"], "conda_proxy_auth": "kerberos",
                 "conda_proxy_scope": "user", "conda_proxy_users": [ACCOUNT],

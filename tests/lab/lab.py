@@ -231,8 +231,8 @@ def wait_tcp(ns: str, host: str, port: int, proc: subprocess.Popen | None = None
 # ------------------------------------------------------------------------------ debootstrap cache
 
 
-def cache_key(suite: str, mirror: str) -> str:
-    text = json.dumps([suite, VARIANT, sorted(PACKAGES), mirror, os.uname().machine])
+def cache_key(suite: str, mirror: str, packages: tuple[str, ...] = PACKAGES) -> str:
+    text = json.dumps([suite, VARIANT, sorted(packages), mirror, os.uname().machine])
     return "%s-%s" % (suite, hashlib.sha256(text.encode()).hexdigest()[:12])
 
 
@@ -245,11 +245,11 @@ _DEBOOTSTRAP_PHASES = (("I: Retrieving ", "downloading", True), ("I: Validating 
 PROGRESS_EVERY = 10.0  # seconds between two progress lines
 
 
-def _debootstrap(suite: str, root: str, mirror: str) -> tuple[int, str]:
+def _debootstrap(suite: str, root: str, mirror: str, packages: tuple[str, ...] = PACKAGES) -> tuple[int, str]:
     """Run debootstrap, logging each new phase and then the phase and its package count every PROGRESS_EVERY
     seconds (it takes a minute or more and would otherwise be silent); returns its exit code and output's end."""
     proc = subprocess.Popen(
-        ["debootstrap", "--variant=" + VARIANT, "--include=" + ",".join(PACKAGES), suite, root, mirror],
+        ["debootstrap", "--variant=" + VARIANT, "--include=" + ",".join(packages), suite, root, mirror],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace")
     watchdog = threading.Timer(BOOTSTRAP_TIMEOUT, proc.kill)  # bounds the read loop below
     watchdog.start()
@@ -281,8 +281,9 @@ def _debootstrap(suite: str, root: str, mirror: str) -> tuple[int, str]:
     return proc.returncode, "".join(tail)
 
 
-def bootstrap_root(suite: str, mirror: str | None = None, cache_dir: str = CACHE_DIR) -> str:
-    """A debootstrapped root for ``suite`` from the cache, built once (about a minute) under a lock.
+def bootstrap_root(suite: str, mirror: str | None = None, cache_dir: str = CACHE_DIR,
+                   packages: tuple[str, ...] = PACKAGES) -> str:
+    """A debootstrapped root for ``suite`` with ``packages`` from the cache, built once (about a minute) under a lock.
 
     Keyed by suite, variant, package list, mirror and architecture; built in a temporary directory and
     renamed into place only when complete, so an interrupted build never leaves a half root behind.
@@ -290,7 +291,7 @@ def bootstrap_root(suite: str, mirror: str | None = None, cache_dir: str = CACHE
     """
     mirror = mirror or debian_mirror()
     os.makedirs(cache_dir, mode=0o755, exist_ok=True)
-    final = os.path.join(cache_dir, cache_key(suite, mirror))
+    final = os.path.join(cache_dir, cache_key(suite, mirror, packages))
     root = os.path.join(final, "root")
     if os.path.exists(os.path.join(final, "complete")):
         return root
@@ -315,13 +316,13 @@ def bootstrap_root(suite: str, mirror: str | None = None, cache_dir: str = CACHE
             log("debootstrap %s from %s: a minimal Debian root for a lab host, about a minute, once (cached in %s)"
                 % (suite, mirror, final))
             started = time.monotonic()
-            returncode, output = _debootstrap(suite, os.path.join(building, "root"), mirror)
+            returncode, output = _debootstrap(suite, os.path.join(building, "root"), mirror, packages)
             if returncode != 0:
                 raise LabError("debootstrap %s failed: %s" % (suite, output[-2000:]))
             log("debootstrap %s: done in %.0f s" % (suite, time.monotonic() - started))
             # Keep the cached root small and neutral: no apt lists, no logs from the build.
             with open(os.path.join(building, "complete"), "w") as handle:
-                json.dump({"suite": suite, "mirror": mirror, "packages": list(PACKAGES),
+                json.dump({"suite": suite, "mirror": mirror, "packages": list(packages),
                            "seconds": round(time.monotonic() - started, 1)}, handle)
             safe_rmtree(final)
             os.rename(building, final)

@@ -174,13 +174,11 @@ class Kdc(_Server):
 
 class _SchemeSquid(AccountSquid):
     """:class:`servers.AccountSquid` (its ``%un`` access log and :meth:`entries`) with the Basic scheme's
-    ``auth_param`` lines replaced by :meth:`auth_lines`. ``hosts`` (name -> address) is squid's own
-    ``hosts_file``: names only the proxy resolves, as a corporate proxy resolves internal names."""
+    ``auth_param`` lines replaced by :meth:`auth_lines`."""
 
     def __init__(self, workdir: str | None = None, host: str = LOOPBACK, hosts: dict[str, str] | None = None) -> None:
         # AccountSquid writes a Basic password file; its account is never offered to clients.
-        super().__init__({"basic-unused": uuid.uuid4().hex}, workdir, host)
-        self.hosts = dict(hosts or {})
+        super().__init__({"basic-unused": uuid.uuid4().hex}, workdir, host, hosts)
 
     def auth_lines(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -192,12 +190,6 @@ class _SchemeSquid(AccountSquid):
             lines = [line for line in handle.read().splitlines() if not line.startswith("auth_param basic ")]
         at = next(index for index, line in enumerate(lines) if line.startswith("acl authed "))
         lines[at:at] = self.auth_lines()
-        if self.hosts:
-            hosts_file = os.path.join(self.workdir, "hosts")
-            with open(hosts_file, "w") as handle:
-                handle.writelines("%s %s\n" % (address, name) for name, address in sorted(self.hosts.items()))
-            os.chmod(hosts_file, 0o644)
-            lines.append("hosts_file %s" % hosts_file)
         with open(conf, "w") as handle:
             handle.write("\n".join(lines) + "\n")
         return argv

@@ -30,12 +30,39 @@ import time
 
 import corpauth
 import realconda
-from servers import ChannelServer, squid_entries, stop_process
+from servers import AccountSquid, ChannelServer, squid_entries, stop_process
 
 PROXY_NAME = "proxy.corp.condafleet.test"
 DIRECT_NAME = "direct.corp.condafleet.test"
 DIRECT_CHANNEL = "direct-channel"
 START_TIMEOUT = 60.0
+
+
+WHEELS_ON_HOST = "/var/cache/condafleet-px-wheels"
+
+# What a fleet does first on its workstations, as a play: the company's names, the realm's krb5.conf, and px's
+# wheels (no PyPI in the lab). Variables: corp_hosts (the play's pattern), corp_address, corp_krb5_conf and
+# corp_wheelhouse (the controller's directory of wheels).
+WORKSTATION_PLAY = """\
+- name: A workstation of the corporate realm
+  hosts: "{{ corp_hosts }}"
+  gather_facts: false
+  tasks:
+    - name: The company's names
+      ansible.builtin.lineinfile:
+        path: /etc/hosts
+        line: "{{ corp_address }} %s %s"
+    - name: The realm's krb5.conf
+      ansible.builtin.copy:
+        content: "{{ corp_krb5_conf }}"
+        dest: /etc/krb5.conf
+        mode: "0644"
+    - name: The px wheels the fleet installs from
+      ansible.builtin.copy:
+        src: "{{ corp_wheelhouse }}/"
+        dest: %s/
+        mode: "0644"
+""" % (PROXY_NAME, DIRECT_NAME, WHEELS_ON_HOST)
 
 
 def client_krb5_conf(kdc: corpauth.Kdc) -> str:
@@ -44,14 +71,24 @@ def client_krb5_conf(kdc: corpauth.Kdc) -> str:
     return "".join(line + "\n" for line in kdc.render_krb5_conf().splitlines() if "default_ccache_name" not in line)
 
 
-def serve(address: str, state_path: str, channel_host: str, lifetime: float, secrets: dict) -> int:
+def serve(address: str, state_path: str, channel_host: str, lifetime: float, secrets: dict,
+          serve_channel: bool = False) -> int:
     with contextlib.ExitStack() as stack:
         hosts = {channel_host: "127.0.0.1"}
+        channel = None
+        if serve_channel:  # the channel behind the squids (the lab serves its own)
+            channel_root = tempfile.mkdtemp(prefix="condafleet-corplab-channel-")
+            stack.callback(subprocess.run, ["rm", "-rf", "--", channel_root], check=False)
+            realconda.write_package_channel(channel_root)
+            os.chmod(channel_root, 0o755)
+            channel = stack.enter_context(ChannelServer(channel_root))
         kdc = stack.enter_context(corpauth.Kdc(host=address))
         principals = {name: kdc.add_user(name, password) for name, password in secrets.get("kerberos", {}).items()}
         negotiate = stack.enter_context(corpauth.NegotiateSquid(kdc, host=address, names=(PROXY_NAME,), hosts=hosts))
         ntlm = stack.enter_context(corpauth.NtlmSquid(host=address, hosts=hosts))
         ntlmv2 = stack.enter_context(corpauth.NtlmV2Squid(secrets.get("ntlm", {}), host=address, hosts=hosts))
+        basic = stack.enter_context(AccountSquid(secrets["basic"], host=address, hosts=hosts)) \
+            if secrets.get("basic") else None
         direct_root = tempfile.mkdtemp(prefix="condafleet-corplab-direct-")
         stack.callback(subprocess.run, ["rm", "-rf", "--", direct_root], check=False)
         realconda.write_package_channel(direct_root, DIRECT_CHANNEL)
@@ -68,6 +105,8 @@ def serve(address: str, state_path: str, channel_host: str, lifetime: float, sec
             "ntlmv2": {"port": ntlmv2.port, "url": ntlmv2.url, "log": ntlmv2.log_path, "domain": ntlmv2.domain},
             "direct": {"url": "http://%s:%d/%s" % (DIRECT_NAME, direct.port, DIRECT_CHANNEL)},
             "pac": {"url": pac.pac_url.replace(address, DIRECT_NAME)},
+            "basic": {"url": basic.url, "log": basic.log_path} if basic else None,
+            "channel": {"url": "http://%s:%d/fleet-channel" % (channel_host, channel.port)} if channel else None,
         }
         tmp = state_path + ".tmp"
         with open(tmp, "w") as handle:
@@ -84,13 +123,16 @@ class CorpNet:
     """``corplab.py serve`` in namespace ``ns`` on ``address``; :attr:`state` is what it wrote.
 
     ``kerberos`` (user -> password) become principals of the realm; ``ntlm`` (user -> password) the accounts
-    the NTLMv2 squid checks. Both go to the helper on stdin."""
+    the NTLMv2 squid checks; ``basic`` (user -> password), when given, the accounts of a squid requiring Basic.
+    All go to the helper on stdin. ``serve_channel``: also serve a channel at ``channel_host`` (resolved by the
+    squids to 127.0.0.1), for a network without the lab's."""
 
     def __init__(self, ns: str, address: str, workdir: str, channel_host: str,
                  kerberos: dict[str, str] | None = None, ntlm: dict[str, str] | None = None,
-                 lifetime: float = 3600) -> None:
+                 basic: dict[str, str] | None = None, serve_channel: bool = False, lifetime: float = 3600) -> None:
         self.ns, self.address, self.workdir, self.channel_host = ns, address, workdir, channel_host
-        self.secrets = {"kerberos": dict(kerberos or {}), "ntlm": dict(ntlm or {})}
+        self.secrets = {"kerberos": dict(kerberos or {}), "ntlm": dict(ntlm or {}), "basic": dict(basic or {})}
+        self.serve_channel = serve_channel
         self.lifetime = lifetime
         self.state_path = os.path.join(workdir, "corplab.json")
         self.log_path = os.path.join(workdir, "corplab.log")
@@ -101,7 +143,7 @@ class CorpNet:
         here = os.path.dirname(os.path.abspath(__file__))
         argv = ["ip", "netns", "exec", self.ns, sys.executable, os.path.join(here, "corplab.py"), "serve",
                 "--address", self.address, "--state", self.state_path, "--channel-host", self.channel_host,
-                "--lifetime", str(self.lifetime)]
+                "--lifetime", str(self.lifetime)] + (["--serve-channel"] if self.serve_channel else [])
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, env=dict(os.environ, PYTHONPATH=here))
@@ -129,7 +171,8 @@ class CorpNet:
         self.stop()
 
     def entries(self, squid: str) -> list[dict]:
-        """The access log of ``squid`` (``negotiate``, ``ntlm``, ``ntlmv2``) parsed as :func:`servers.squid_entries`."""
+        """The access log of ``squid`` (``negotiate``, ``ntlm``, ``ntlmv2``, ``basic``) parsed as
+        :func:`servers.squid_entries`."""
         try:
             with open(self.state[squid]["log"], errors="replace") as handle:
                 return squid_entries(handle.read())
@@ -145,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--state", required=True)
     run.add_argument("--channel-host", required=True)
     run.add_argument("--lifetime", type=float, default=3600)
+    run.add_argument("--serve-channel", action="store_true")
     args = parser.parse_args(argv)
     secrets = json.loads(sys.stdin.read() or "{}")
-    return serve(args.address, args.state, args.channel_host, args.lifetime, secrets)
+    return serve(args.address, args.state, args.channel_host, args.lifetime, secrets, args.serve_channel)
 
 
 if __name__ == "__main__":

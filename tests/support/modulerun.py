@@ -1,12 +1,14 @@
 # Copyright (c) condafleet.proxy contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Two ways of running the collection's modules from tests.
+"""Three ways of running the collection's modules from tests.
 
 * :func:`call_module` runs a module's ``main()`` in-process with ``patch_module_args``
   (fast; for the many edge cases).
 * :func:`run_adhoc` runs ``ansible localhost -m condafleet.proxy.<module>`` as a user
   would, through the real ansible CLI, module transfer and result masking included.
+* :func:`run_playbook` runs a playbook against an inventory (the lab's hosts over SSH) and reads the JSON
+  callback's output.
 """
 
 from __future__ import annotations
@@ -71,3 +73,29 @@ def run_adhoc(module: str, args: dict, check: bool = False, diff: bool = False, 
     data = json.loads(proc.stdout[proc.stdout.index("{"):])
     result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
     return result, raw
+
+
+def run_playbook(inventory: str, workdir: str, text: str, variables: dict, host: str, check: bool = False,
+                 timeout: float = 900) -> tuple[dict | None, str]:
+    """``ansible-playbook`` of ``text`` with ``variables`` (a 0600 file under ``workdir``, never the command line)
+    against ``inventory``; returns ``(the last task's result on host, raw output)``."""
+    path = os.path.join(workdir, "play.yml")
+    with open(path, "w") as handle:
+        handle.write(text)
+    extra = os.path.join(workdir, "vars.json")
+    with open(os.open(extra, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        json.dump(variables, handle)
+    bindir = os.path.dirname(sys.executable)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""),
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(repo, "collections"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0",
+               ANSIBLE_RETRY_FILES_ENABLED="0")
+    proc = subprocess.run([os.path.join(bindir, "ansible-playbook"), "-i", inventory, path, "-e", "@" + extra]
+                          + (["--check"] if check else []), cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    raw = proc.stdout + proc.stderr
+    assert "{" in proc.stdout, raw[-5000:]
+    data = json.loads(proc.stdout[proc.stdout.index("{"):])
+    tasks = data["plays"][-1]["tasks"]
+    return (tasks[-1]["hosts"].get(host) if tasks else None), raw

@@ -218,13 +218,16 @@ def _apr1(password: str, salt: str) -> str:
 
 
 class Squid(_Server):
-    """squid requiring Basic proxy auth (any byte in the password); access log at :attr:`log_path`."""
+    """squid requiring Basic proxy auth (any byte in the password); access log at :attr:`log_path`. ``hosts``
+    (name -> address) is squid's own ``hosts_file``: names only the proxy resolves, as a corporate proxy
+    resolves internal names."""
 
     name = "squid"
 
     def __init__(self, username: str = "fleet", password: str = "s3cret", workdir: str | None = None,
-                 host: str = LOOPBACK) -> None:
+                 host: str = LOOPBACK, hosts: dict[str, str] | None = None) -> None:
         super().__init__(workdir, host)
+        self.hosts = dict(hosts or {})
         self.username = username
         self.password = password
         self.log_path = os.path.join(self.workdir, "access.log")
@@ -253,6 +256,11 @@ class Squid(_Server):
             )
             if os.geteuid() == 0:
                 handle.write("cache_effective_user %s\n" % _squid_user())
+            if self.hosts:
+                handle.write("hosts_file %s/hosts\n" % self.workdir)
+        if self.hosts:
+            with open(os.path.join(self.workdir, "hosts"), "w") as handle:
+                handle.writelines("%s %s\n" % (address, name) for name, address in sorted(self.hosts.items()))
         if os.geteuid() == 0:
             shutil.chown(self.workdir, _squid_user())
             for name in os.listdir(self.workdir):
@@ -460,9 +468,10 @@ class AccountSquid(Squid):
 
     name = "squid-accounts"
 
-    def __init__(self, accounts: dict[str, str], workdir: str | None = None, host: str = LOOPBACK) -> None:
+    def __init__(self, accounts: dict[str, str], workdir: str | None = None, host: str = LOOPBACK,
+                 hosts: dict[str, str] | None = None) -> None:
         first = next(iter(accounts))
-        super().__init__(first, accounts[first], workdir, host)
+        super().__init__(first, accounts[first], workdir, host, hosts)
         self.accounts = dict(accounts)
 
     def command(self) -> list[str]:
