@@ -106,6 +106,9 @@ class ActionModule(NormalAction):
         """Run local_auth_proxy (its action plugin: Windows from the controller) into ``result["local_proxy"]``;
         the failed result, or None."""
         outcome = run_action(self, "condafleet.proxy.local_auth_proxy", planned.proxy_args, task_vars)
+        return self._local_proxy_outcome(result, outcome, note)
+
+    def _local_proxy_outcome(self, result: dict, outcome: dict, note: str = "") -> dict | None:
         self._lift(result, outcome)
         result["local_proxy"] = outcome
         result["changed"] = result["changed"] or bool(outcome.get("changed"))
@@ -114,26 +117,43 @@ class ActionModule(NormalAction):
         return None
 
     def _deploy_local_proxy(self, planned, result: dict, task_vars: dict) -> dict | None:
-        """The service account (and cntlm for NTLM), then local_auth_proxy. Returns the failed result, or None."""
-        steps = []
+        """The service account, then local_auth_proxy; for NTLM, when it says cntlm is missing (before writing
+        anything), the cntlm package and local_auth_proxy again: a rerun pays for no package manager. Returns the
+        failed result, or None."""
         if planned.service_user:
-            steps.append(("ansible.legacy.user", {"name": planned.service_user, "system": True, "create_home": False,
-                                                  "shell": "/usr/sbin/nologin"}))
+            failed = self._step(result, "ansible.legacy.user", {
+                "name": planned.service_user, "system": True, "create_home": False, "shell": "/usr/sbin/nologin"},
+                task_vars, planned)
+            if failed or result.get("local_proxy"):
+                return failed
         if planned.needs_cntlm:
-            steps.append(("ansible.legacy.package", {"name": "cntlm", "state": "present"}))
-        for name, args in steps:
-            outcome = self._execute_module(module_name=name, module_args=args, task_vars=task_vars)
-            self._lift(result, outcome)
-            result["changed"] = result["changed"] or bool(outcome.get("changed"))
-            if outcome.get("failed"):
-                return dict(result, failed=True, msg="local_proxy: %s: %s" % (name, outcome.get("msg", "failed")))
-            if self._task.check_mode and outcome.get("changed"):
-                # local_auth_proxy's check needs what this step would make (the account, cntlm): say so, stop here
-                result["local_proxy"] = {"changed": True, "proxy_url": planned.proxy_url,
-                                         "msg": "not checked: %s would first be %s" % (
-                                             args["name"], "created" if name.endswith("user") else "installed")}
-                return None
+            outcome = run_action(self, "condafleet.proxy.local_auth_proxy", planned.proxy_args, task_vars)
+            if not outcome.get("cntlm_missing"):
+                return self._local_proxy_outcome(result, outcome, "; the methods were not changed")
+            # the package action plugin picks the host's package manager (apt, dnf, ...), as the package task does
+            failed = self._step(result, "ansible.legacy.package", {"name": "cntlm", "state": "present"}, task_vars,
+                                planned)
+            if failed or result.get("local_proxy"):
+                return failed
         return self._local_auth_proxy(planned, result, task_vars, note="; the methods were not changed")
+
+    def _step(self, result: dict, name: str, args: dict, task_vars: dict, planned) -> dict | None:
+        """One step before local_auth_proxy (the service account, the cntlm package): the failed result, or None.
+        In check mode a step that would change something ends the task's plan there (``result["local_proxy"]``)."""
+        if name == "ansible.legacy.package":
+            outcome = run_action(self, name, args, task_vars)
+        else:
+            outcome = self._execute_module(module_name=name, module_args=args, task_vars=task_vars)
+        self._lift(result, outcome)
+        result["changed"] = result["changed"] or bool(outcome.get("changed"))
+        if outcome.get("failed"):
+            return dict(result, failed=True, msg="local_proxy: %s: %s" % (name, outcome.get("msg", "failed")))
+        if self._task.check_mode and outcome.get("changed"):
+            # local_auth_proxy's check needs what this step would make (the account, cntlm): say so, stop here
+            result["local_proxy"] = {"changed": True, "proxy_url": planned.proxy_url,
+                                     "msg": "not checked: %s would first be %s" % (
+                                         args["name"], "created" if name.endswith("user") else "installed")}
+        return None
 
     def _from_controller(self, host: HostKind, task_vars: dict) -> dict:
         """The methods through their own action plugins (Windows, or the controller-side path forced)."""

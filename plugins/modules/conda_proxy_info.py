@@ -312,8 +312,9 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._probe import (
 from ansible_collections.condafleet.proxy.plugins.module_utils._proxyurl import secrets_in
 
 try:
+    import http.client
     from urllib.error import HTTPError, URLError
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urljoin, urlsplit
     from urllib.request import HTTPSHandler, ProxyHandler, Request, build_opener
 except ImportError:  # pragma: no cover
     pass
@@ -584,6 +585,37 @@ def netrc_authorization(url: str, home: str, env: dict, warnings: list) -> str |
     return None
 
 
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def get_through_proxy(url: str, proxy: str, headers: dict, timeout: float) -> tuple[int, str, object, str]:
+    """GET an ``http://`` URL through ``proxy`` as requests (conda) does, on a connection that stays open; urllib
+    always sends ``Connection: close``, and a proxy that authenticates the connection (NTLM, Negotiate; squid,
+    and cntlm relaying it) offers its scheme only on one that stays open. Follows redirects to other
+    ``http://`` URLs; returns ``(status, reason, headers, the URL answered)``."""
+    parts = urlsplit(proxy)
+    credentials = {}
+    if parts.username is not None:
+        token = base64.b64encode(("%s:%s" % (unquote(parts.username), unquote(parts.password or ""))).encode())
+        credentials["Proxy-Authorization"] = "Basic " + token.decode()
+    for _hop in range(6):
+        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        try:
+            sent = dict(headers, Host=urlsplit(url).netloc, Connection="keep-alive", **credentials)
+            connection.request("GET", url, headers=sent)
+            response = connection.getresponse()
+            response.read(1024)
+        finally:
+            connection.close()
+        location = response.getheader("Location")
+        if response.status not in REDIRECTS or not location or urlsplit(urljoin(url, location)).scheme != "http":
+            return response.status, response.reason, response.headers, url
+        if urlsplit(urljoin(url, location)).hostname != urlsplit(url).hostname:
+            headers = dict((k, v) for k, v in headers.items() if k.lower() != "authorization")  # as requests does
+        url = urljoin(url, location)
+    return response.status, response.reason, response.headers, url
+
+
 def probe(url: str, proxy: str | None, context, authorization: str | None, timeout: float) -> dict:
     scheme = urlsplit(url).scheme
     handlers = [ProxyHandler({scheme: proxy} if proxy else {})] + ([HTTPSHandler(context=context)] if context else [])
@@ -591,13 +623,22 @@ def probe(url: str, proxy: str | None, context, authorization: str | None, timeo
     if authorization:
         request.add_header("Authorization", authorization)
     try:
-        with build_opener(*handlers).open(request, timeout=timeout) as response:
+        if proxy and scheme == "http":
+            status, reason, headers, answered = get_through_proxy(url, proxy, dict(request.header_items()), timeout)
+            if status in REDIRECTS:  # to https: urllib from there
+                url, scheme = urljoin(answered, headers.get("Location")), "https"
+            elif status >= 400:
+                raise HTTPError(answered, status, reason, headers, None)
+            else:
+                return {"outcome": "ok", "status": status}
+        with build_opener(*handlers).open(request if url == request.full_url else Request(
+                url, headers=dict(request.header_items())), timeout=timeout) as response:
             response.read(1024)
             return {"outcome": "ok", "status": response.status}
     except HTTPError as exc:
         outcome, message = classify_failure(exc, proxy)
         return {"outcome": outcome, "status": exc.code, "message": message}
-    except (URLError, OSError, ssl.SSLError, ValueError) as exc:
+    except (URLError, OSError, ssl.SSLError, ValueError, http.client.HTTPException) as exc:
         outcome, message = classify_failure(exc, proxy)
         if not proxy and outcome == "proxy_unreachable":
             outcome, message = "error", "the URL could not be reached directly (%s)" % exc

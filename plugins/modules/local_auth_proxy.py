@@ -310,6 +310,13 @@ pip_ran:
   returned: always
   type: bool
   sample: false
+cntlm_missing:
+  description:
+    - V(true) when O(auth=ntlm) failed because cntlm is not installed; nothing was written. The C(conda_proxy) role
+      then installs the cntlm package and runs the module again.
+  returned: when cntlm is not installed
+  type: bool
+  sample: true
 service:
   description: What was done to the service.
   returned: always
@@ -442,6 +449,7 @@ class Run:
         for candidate in candidates:
             if os.access(candidate, os.X_OK):
                 return candidate
+        self.result["cntlm_missing"] = True  # nothing is written yet: the role installs cntlm and runs again
         raise Failure("auth=ntlm runs cntlm, which is not installed (%s); install the cntlm package first"
                       % ", ".join(candidates))
 
