@@ -25,14 +25,14 @@ import os
 import secrets
 import shlex
 import subprocess
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 import lab as labmod  # tests/lab, put on sys.path by conftest.py
 import realconda
 from ansible_collections.condafleet.proxy.plugins.module_utils import _authproxy
-from corplab import PROXY_NAME, WHEELS_ON_HOST, WORKSTATION_PLAY, CorpNet
+from corplab import PROXY_NAME, SCAN_COMMAND, WHEELS_ON_HOST, WORKSTATION_PLAY, CorpNet, needles
 from modulerun import run_playbook
 from servers import require
 
@@ -251,12 +251,7 @@ def test_ntlm_squids_in_the_lab_network_log_the_ntlm_user(corp_run):
 
 def test_no_file_on_the_workstation_holds_the_password(corp_run):
     """grep over every file h2 sees (its root, /run, /tmp, the real conda bound in), not /proc, /sys, /dev."""
-    password = corp_run["password"]
-    needles = "\n".join((password, quote(password, safe=""))) + "\n"
-    # The needles go over stdin into a root-only file under /dev (skipped by the scan), removed at its end.
-    scan = ssh(corp_run["state"], "umask 077; n=$(mktemp -p /dev/shm) && cat > $n && "
-               "for d in /* /.[!.]*; do case $d in /proc|/sys|/dev) continue;; esac; [ -e \"$d\" ] || continue; "
-               "grep -rlsaF --devices=skip -f $n \"$d\"; done; rm -f $n; echo scanned", stdin=needles, timeout=600)
+    scan = ssh(corp_run["state"], SCAN_COMMAND, stdin=needles(corp_run["password"]), timeout=600)
     assert scan.stdout.splitlines() == ["scanned"], scan.stdout + scan.stderr
     # the scan itself finds what it looks for: the realm's krb5.conf names the KDC's address
     probe = ssh(corp_run["state"], "grep -rlsaF --devices=skip %s /etc" % shlex.quote(corp_run["corp"].state["address"]))

@@ -10,7 +10,7 @@ role over SSH, with the corporate network of tests/support/corplab.py in its net
 System scope (Basic): the role installs px from wheels on the host, writes the hardened unit for the service
 account, and systemd enables and starts it; real conda as bob from an SSH login reaches the channel through it,
 squid logs px's account; px killed, systemd restarts it; the host rebooted, it is running again; absent stops,
-disables and removes it.
+disables and removes it. NTLM the same way through cntlm, with only the password's hash on the host.
 
 User scope (Kerberos): alice has no session, so the role enables her unit on disk and says it starts at her next
 login; lingering on, her manager starts it without any task; with her ticket, real conda finds the channel through
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import subprocess
 import time
 
@@ -28,7 +29,7 @@ import pytest
 
 import realconda
 import sdhost
-from corplab import WHEELS_ON_HOST, WORKSTATION_PLAY, CorpNet
+from corplab import SCAN_COMMAND, WHEELS_ON_HOST, WORKSTATION_PLAY, CorpNet, needles
 from modulerun import run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("systemd_host")]
@@ -36,6 +37,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("system
 CHANNEL_HOST = "channel.corp.condafleet.test"
 SYSTEM_PORT = 3130
 USER_PORT = 3129
+NTLM_PORT = 3131
 UNIT = "condafleet-auth-proxy.service"
 
 PREPARE = WORKSTATION_PLAY
@@ -92,13 +94,15 @@ def sd_run(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("systemd_host"))
     kerberos_password = "Kerb-%s@%s:%%/#" % (secrets.token_hex(3), secrets.token_hex(2))
     basic_password = "Basic-%s@%s:%%/#" % (secrets.token_hex(3), secrets.token_hex(2))
+    ntlm_password = "Ntlm-%s:%s#" % (secrets.token_hex(3), secrets.token_hex(2))  # ASCII: cntlm hashes it right
     with sdhost.SystemdHost(base, real_conda=os.path.dirname(os.path.dirname(conda))) as host:
         corp_dir = os.path.join(base, "corp")
         os.makedirs(corp_dir)
         with CorpNet(host.ns, "127.0.0.1", corp_dir, CHANNEL_HOST, kerberos={"alice": kerberos_password},
-                     basic={"fleet-px": basic_password}, serve_channel=True) as corp:
+                     basic={"fleet-px": basic_password}, ntlm={"carol": ntlm_password}, serve_channel=True) as corp:
             run = {"base": base, "host": host, "corp": corp, "conda": conda, "kerberos_password": kerberos_password,
-                   "basic_password": basic_password, "channel": corp.state["channel"]["url"],
+                   "basic_password": basic_password, "ntlm_password": ntlm_password,
+                   "channel": corp.state["channel"]["url"],
                    "vars": {"corp_hosts": "all", "corp_address": "127.0.0.1", "corp_krb5_conf": corp.state["krb5_conf"],
                             "corp_wheelhouse": wheelhouse,
                             "conda_proxy_methods": ["condarc", "env"], "conda_proxy_auth_px_source": WHEELS_ON_HOST,
@@ -107,6 +111,11 @@ def sd_run(tmp_path_factory):
             prepared, raw = playbook(run, PREPARE)
             assert not prepared.get("failed") and not prepared.get("unreachable"), raw[-5000:]
             yield run
+
+
+def assert_no_file_holds(host: sdhost.SystemdHost, *passwords: str) -> None:
+    scan = host.ssh(SCAN_COMMAND, stdin=needles(*passwords), timeout=600)
+    assert scan.stdout.splitlines() == ["scanned"], scan.stdout + scan.stderr
 
 
 def test_system_service_enabled_started_restarted_and_back_after_reboot(sd_run):
@@ -129,6 +138,10 @@ def test_system_service_enabled_started_restarted_and_back_after_reboot(sd_run):
     search = conda_as(sd_run, "bob", "search --override-channels -c %s %s" % (sd_run["channel"], realconda.PACKAGE))
     assert search.returncode == 0 and realconda.PACKAGE in search.stdout, search.stdout + search.stderr
     assert {row["user"] for row in corp.entries("basic") if CHANNEL_HOST in row["url"]} == {"fleet-px"}
+    holding = host.ssh("grep -rlsF -e %s /etc /opt /var /home /root /tmp" % shlex.quote(sd_run["basic_password"]))
+    credential = applied["local_proxy"]["credential_path"]
+    assert holding.stdout.split() == [credential], holding.stdout  # px's Basic password: its service's file only
+    assert host.ssh("stat -c '%%a %%U' %s" % credential).stdout.split() == ["600", "condafleet-proxy"]
 
     # killed: systemd starts it again (Restart=on-failure, RestartSec=2s)
     first = main_pid(host)
@@ -147,6 +160,34 @@ def test_system_service_enabled_started_restarted_and_back_after_reboot(sd_run):
                     % (UNIT, UNIT, UNIT))
     assert "enabled" not in gone.stdout.split() and "active" not in gone.stdout.split() and "left" not in gone.stdout, \
         gone.stdout
+
+
+def test_ntlm_through_cntlm_as_a_system_service_with_only_the_hash_on_the_host(sd_run):
+    host, corp = sd_run["host"], sd_run["corp"]
+    role_vars = {"conda_proxy_auth": "ntlm", "conda_proxy_http": corp.state["ntlmv2"]["url"],
+                 "conda_proxy_username": "carol", "conda_proxy_password": sd_run["ntlm_password"],
+                 "conda_proxy_auth_ntlm_domain": "CORP", "conda_proxy_auth_port": NTLM_PORT,
+                 "conda_proxy_users": ["bob"]}
+    applied, raw = playbook(sd_run, ROLE, role_vars)
+    assert applied["changed"] and not applied.get("failed"), raw[-5000:]
+    assert applied["local_proxy"]["engine"] == "cntlm"
+    assert host.ssh("systemctl is-enabled %s && systemctl is-active %s" % (UNIT, UNIT)).stdout.split() == \
+        ["enabled", "active"]
+    verified, raw = playbook(sd_run, ROLE, dict(role_vars, conda_proxy_verify=True))
+    # the probe keeps its connection to cntlm open, as conda does: squid offers NTLM only on such a connection
+    assert not verified.get("failed") and verified["changed"] is False, raw[-5000:]
+    search = conda_as(sd_run, "bob", "search --override-channels -c %s %s" % (sd_run["channel"], realconda.PACKAGE))
+    assert search.returncode == 0 and realconda.PACKAGE in search.stdout, search.stdout + search.stderr
+    # the 407s are the NTLM handshakes
+    assert {row["user"] for row in corp.entries("ntlmv2") if CHANNEL_HOST in row["url"] and row["status"] != "407"} \
+        == {"CORP\\carol"}
+    assert_no_file_holds(host, sd_run["ntlm_password"])
+    first = main_pid(host)
+    host.ssh("kill -9 %d" % first)
+    wait_for("cntlm restarted by systemd", lambda: main_pid(host) not in (0, first), timeout=30)
+    removed, raw = playbook(sd_run, ROLE, dict(role_vars, conda_proxy_state="absent"))
+    assert removed["changed"] and not removed.get("failed"), raw[-5000:]
+    assert host.ssh("systemctl is-active %s" % UNIT).stdout.strip() != "active"
 
 
 def test_user_unit_enabled_without_a_session_starts_with_lingering_and_carries_the_ticket(sd_run):
@@ -176,6 +217,7 @@ def test_user_unit_enabled_without_a_session_starts_with_lingering_and_carries_t
     assert search.returncode == 0 and realconda.PACKAGE in search.stdout, search.stdout + search.stderr
     principals = {row["user"] for row in corp.entries("negotiate") if CHANNEL_HOST in row["url"]}
     assert principals == {"alice@%s" % corp.state["realm"]}, principals
+    assert_no_file_holds(host, sd_run["kerberos_password"])
 
     removed, raw = playbook(sd_run, ROLE, dict(role_vars, conda_proxy_state="absent"))
     assert removed["changed"] and not removed.get("failed"), raw[-5000:]

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from urllib.parse import quote
 
 import corpauth
 import realconda
@@ -63,6 +64,19 @@ WORKSTATION_PLAY = """\
         dest: %s/
         mode: "0644"
 """ % (PROXY_NAME, DIRECT_NAME, WHEELS_ON_HOST)
+
+
+# Run as root on a host with the needles on stdin (:func:`needles`): every file the host sees (its root, /run,
+# /tmp, what is bound in) that holds one, not /proc, /sys, /dev; then "scanned". The needles wait in a root-only
+# file under /dev/shm (not scanned), removed at the end.
+SCAN_COMMAND = ("umask 077; n=$(mktemp -p /dev/shm) && cat > $n && "
+                "for d in /* /.[!.]*; do case $d in /proc|/sys|/dev) continue;; esac; [ -e \"$d\" ] || continue; "
+                "grep -rlsaF --devices=skip -f $n \"$d\"; done; rm -f $n; echo scanned")
+
+
+def needles(*secrets: str) -> str:
+    """What :data:`SCAN_COMMAND` looks for: each secret as it is and percent-encoded (as in a proxy URL)."""
+    return "".join("%s\n%s\n" % (secret, quote(secret, safe="")) for secret in secrets)
 
 
 def client_krb5_conf(kdc: corpauth.Kdc) -> str:

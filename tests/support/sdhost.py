@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lab"))
 import lab as labmod  # noqa: E402  (tests/lab is not a package)
 
 SUITE = "bookworm"
-PACKAGES = labmod.PACKAGES + ("systemd", "systemd-sysv", "dbus", "libpam-systemd")
+PACKAGES = labmod.PACKAGES + ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "cntlm")
 NSPAWN = "/usr/bin/systemd-nspawn"
 USERS = ("alice", "bob")
 BOOT_TIMEOUT = 90.0
