@@ -279,3 +279,20 @@ def test_a_lost_ticket_is_named_by_verify_then_absent_takes_it_back(corp_run):
     left = ssh(state, "ls -a /home/%s; test -e %s && echo unit-left"
                % (ACCOUNT, corp_run["applied"][0]["local_proxy"]["unit_path"]))
     assert ".condarc" not in left.stdout.split() and "unit-left" not in left.stdout, left.stdout
+
+
+def test_ntlm_on_a_host_without_cntlm_goes_to_the_package_manager(corp_run):
+    """h2 has no cntlm: local_auth_proxy says so before writing anything, and the role hands the cntlm package to
+    the package action plugin, which picks apt. The lab has no Debian mirror, so apt fails, saying why."""
+    state, corp = corp_run["state"], corp_run["corp"]
+    role_vars = {"conda_proxy_auth": "ntlm", "conda_proxy_http": corp.state["ntlmv2"]["url"],
+                 "conda_proxy_username": "carol", "conda_proxy_password": corp_run["ntlm_password"],
+                 "conda_proxy_auth_ntlm_domain": "CORP", "conda_proxy_auth_port": PX_PORT + 1,
+                 "conda_proxy_scope": "system", "conda_proxy_pac_url": "", "conda_proxy_users": ["bob"]}
+    assert ssh(state, "command -v cntlm || ls /usr/sbin/cntlm").returncode != 0
+    failed, raw = playbook(corp_run, ROLE, role_vars)
+    assert failed.get("failed") is True, raw[-5000:]
+    assert failed["msg"].startswith("local_proxy: ansible.legacy.package: "), failed["msg"]
+    assert "interpreter line" not in failed["msg"] and "apt" in failed["msg"].lower(), failed["msg"]
+    written = ssh(state, "ls /etc/condafleet/auth-proxy /etc/systemd/system/condafleet-auth-proxy.service 2>&1")
+    assert "No such file" in written.stdout and "cntlm.conf" not in written.stdout, written.stdout
