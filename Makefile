@@ -12,7 +12,8 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.txt requirements/const
 # systemd-container: systemd-nspawn boots a host with a real systemd for the local proxy's service).
 LAB_DEBS := tinyproxy squid zsh fish curl netcat-openbsd openssh-server debootstrap iproute2 openssl shellcheck python3-requests \
 	chromium krb5-kdc krb5-admin-server krb5-user cntlm libkrb5-dev systemd-container
-# pytest workers (pytest-xdist); PYTEST_WORKERS=0 runs serially.
+# pytest workers (pytest-xdist); PYTEST_WORKERS=0 runs serially. --dist loadgroup: the tests of one
+# xdist_group (a lab, a systemd host: one module fixture) run in one worker, which starts it once.
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS    ?=
 JUNIT          := tests/output/junit/pytest.xml
@@ -58,7 +59,7 @@ lab-cache: venv
 
 pytest: venv collections
 	@mkdir -p $(dir $(JUNIT))
-	$(BIN)/pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS)) --junitxml=$(JUNIT) $(PYTEST_ARGS)
+	$(BIN)/pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup) --junitxml=$(JUNIT) $(PYTEST_ARGS)
 	@$(BIN)/python scripts/check_pytest_ran.py $(JUNIT)
 
 unit: venv collections

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,17 +34,28 @@ SUITE = "bookworm"
 PACKAGES = labmod.PACKAGES + ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "cntlm")
 NSPAWN = "/usr/bin/systemd-nspawn"
 USERS = ("alice", "bob")
+# Far from the machine's own accounts: a test elsewhere that kills an account's processes by uid (pgrep -u) must
+# never reach this host's (one kernel, one uid space).
+UID_BASE = 63000
 BOOT_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 
 _PREPARE = r"""
 set -eu
+# A cgroup of its own in each hierarchy systemd uses (cgroup v1's name=systemd and unified, or v2's root): without a
+# host systemd, nspawn --keep-unit leaves the container in its starter's cgroup, and two hosts booted there at once
+# would each manage (and kill) the other's processes.
+for h in $CGROUP_ROOTS; do
+    mkdir -p "$h/$NS" && echo $$ > "$h/$NS/cgroup.procs"
+done
 mount -t overlay overlay -o "lowerdir=$LOWER,upperdir=$BASE/upper,workdir=$BASE/work" "$BASE/merged"
 if [ ! -e "$BASE/upper/.prepared" ]; then
     install -d -m 0700 "$BASE/merged/root/.ssh"
     install -m 0600 "$BASE/authorized_keys" "$BASE/merged/root/.ssh/authorized_keys"
+    uid=$UID_BASE
     for user in $USERS; do
-        chroot "$BASE/merged" useradd --create-home --shell /bin/bash --password '*' "$user"
+        uid=$((uid + 1))
+        chroot "$BASE/merged" useradd --uid "$uid" --create-home --shell /bin/bash --password '*' "$user"
         chroot "$BASE/merged" install -d -m 0700 -o "$user" -g "$user" "/home/$user/.ssh"
         install -m 0600 "$BASE/authorized_keys" "$BASE/merged/home/$user/.ssh/authorized_keys"
         chroot "$BASE/merged" chown "$user:$user" "/home/$user/.ssh/authorized_keys"
@@ -53,9 +65,21 @@ if [ ! -e "$BASE/upper/.prepared" ]; then
     printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$NAME" > "$BASE/merged/etc/hosts"
     touch "$BASE/upper/.prepared"
 fi
-exec "$NSPAWN" --quiet --boot --directory="$BASE/merged" --register=no --keep-unit --machine="$NAME" \
+# --machine: the namespace's unique name (nspawn keeps per-machine state under /run/systemd/nspawn; two hosts booted
+# at once must not share it); the host name is /etc/hostname's.
+exec "$NSPAWN" --quiet --boot --directory="$BASE/merged" --register=no --keep-unit --machine="$NS" \
     --network-namespace-path="/run/netns/$NS" $BIND
 """
+
+
+def cgroup_roots() -> list[str]:
+    """The cgroup hierarchies a container's systemd manages: ``name=systemd`` and ``unified`` (v1, hybrid) or the v2
+    root."""
+    hybrid = [path for path in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
+              if os.path.exists(os.path.join(path, "cgroup.procs"))]
+    if hybrid:
+        return hybrid
+    return ["/sys/fs/cgroup"] if os.path.exists("/sys/fs/cgroup/cgroup.procs") else []
 
 
 def unavailable() -> str | None:
@@ -80,6 +104,9 @@ class SystemdHost:
         self.inventory = os.path.join(self.base, "inventory.yml")
         self.proc: subprocess.Popen | None = None
         self.lower: str | None = None
+        # Ansible's SSH control sockets: its own (every host here is root@127.0.0.1:22, so the default directory
+        # would lend one host's session to another); short, for sun_path's 108 bytes.
+        self.control_path_dir = tempfile.mkdtemp(prefix="cfsd-cp-", dir="/tmp")
 
     # ------------------------------------------------------------ life cycle
 
@@ -95,15 +122,16 @@ class SystemdHost:
             handle.write(
                 "all:\n  hosts:\n    %s:\n      ansible_host: 127.0.0.1\n      ansible_user: root\n"
                 "      ansible_ssh_private_key_file: %s\n      ansible_python_interpreter: /usr/bin/python3\n"
-                "      ansible_ssh_common_args: %s\n"
-                % (self.name, self.key, _yaml_quote(labmod.ssh_common_args(self.ns))))
+                "      ansible_ssh_common_args: %s\n      ansible_control_path_dir: %s\n"
+                % (self.name, self.key, _yaml_quote(labmod.ssh_common_args(self.ns)), self.control_path_dir))
         return self.boot()
 
     def boot(self) -> "SystemdHost":
         """Boot systemd (the overlay's upper layer is what the host wrote before) and wait for sshd."""
         bind = "--bind-ro=%s" % self.real_conda if self.real_conda else ""
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "BASE": self.base, "LOWER": self.lower, "NS": self.ns,
-               "NAME": self.name, "USERS": " ".join(USERS), "NSPAWN": NSPAWN, "BIND": bind}
+               "NAME": self.name, "USERS": " ".join(USERS), "UID_BASE": str(UID_BASE), "NSPAWN": NSPAWN, "BIND": bind,
+               "CGROUP_ROOTS": " ".join(cgroup_roots())}
         log = open(os.path.join(self.base, "console.log"), "ab")
         self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "bash", "-c", _PREPARE],
                                      env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -149,7 +177,14 @@ class SystemdHost:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30, check=False)
+            for root in cgroup_roots():  # the container's cgroups, deepest first (each empty once its processes are)
+                for path in sorted(_cgroup_tree(os.path.join(root, self.ns)), key=len, reverse=True):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(path)
+            subprocess.run(["ssh", "-O", "exit", "-o", "ControlPath=%s/%%C" % self.control_path_dir, "root@127.0.0.1"],
+                           capture_output=True, timeout=30, check=False)
             labmod.safe_rmtree(self.base)
+            shutil.rmtree(self.control_path_dir, ignore_errors=True)
 
     def __enter__(self) -> "SystemdHost":
         try:
@@ -182,6 +217,10 @@ class SystemdHost:
                 return handle.read()
         except OSError:
             return ""
+
+
+def _cgroup_tree(top: str) -> list[str]:
+    return [dirpath for dirpath, _dirs, _files in os.walk(top)] if os.path.isdir(top) else []
 
 
 def _yaml_quote(text: str) -> str:
