@@ -87,6 +87,7 @@ class ActionModule(NormalAction):
             failed = self._deploy_local_proxy(planned, result, task_vars)
             if failed:
                 return failed
+            planned.with_client_key(result.get("local_proxy") or {})
         task_args = self._task.args
         self._task.args = planned.method_args
         try:

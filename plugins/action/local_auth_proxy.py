@@ -24,6 +24,7 @@ from ansible.plugins.action.normal import ActionModule as NormalAction
 from ansible_collections.condafleet.proxy.plugins.module_utils import _authproxy
 from ansible_collections.condafleet.proxy.plugins.module_utils._combined import validate_args
 from ansible_collections.condafleet.proxy.plugins.plugin_utils._controller_edit import run_action
+from ansible_collections.condafleet.proxy.plugins.plugin_utils._local_proxy import CLIENT_KEY
 
 CONFIG_DIR = "%LOCALAPPDATA%\\condafleet\\auth-proxy"
 DEFAULT_VENV = "%LOCALAPPDATA%\\condafleet\\px"
@@ -58,7 +59,16 @@ class ActionModule(NormalAction):
 
     def run(self, tmp=None, task_vars=None):
         if getattr(self._connection._shell, "SHELL_FAMILY", "") != "powershell":
-            return super().run(tmp, task_vars)
+            # The per-account px's client key goes only to the conda_proxy action plugin that asks for it (to write
+            # it into the account's own files), never into a task's result.
+            args = dict(self._task.args)
+            wanted = args.pop(CLIENT_KEY, False)
+            self._task.args = args
+            result = super().run(tmp, task_vars)
+            key = result.pop("client_key", None)
+            if wanted and key:
+                result[CLIENT_KEY] = key
+            return result
         self._vars = task_vars or {}
         try:
             result = self._windows(validate_args(_authproxy.argument_spec(), dict(self._task.args)))

@@ -228,6 +228,35 @@ def render_px_ini(auth: str, listen_port: int, upstream: t.Sequence[str] = (), p
     return "\n".join(lines).encode()
 
 
+CLIENT_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,}$")
+
+
+def client_token(before: bytes | None) -> str:
+    """The ``PX_CLIENT_PASSWORD`` an earlier run wrote into ``before`` (a px ``.env``), or a new random one: the
+    key an account's own conda, pip and shell give its px, written only into that account's 0600 files."""
+    match = re.search(rb"(?m)^PX_CLIENT_PASSWORD='([^'\n]*)'$", before or b"")
+    value = match.group(1).decode("ascii", "replace") if match else ""
+    if CLIENT_TOKEN.match(value):
+        return value
+    import secrets
+
+    return secrets.token_urlsafe(32)
+
+
+def px_client_args(username: str) -> list[str]:
+    """px's arguments that make it ask its clients for Basic credentials: ``username`` and ``PX_CLIENT_PASSWORD``
+    (:func:`render_px_client_env`). On the command line: px 0.13 ignores ``client_auth`` in its configuration file
+    (measured: every client passed)."""
+    return ["--client-auth=BASIC", "--client-username=%s" % username]
+
+
+def render_px_client_env(token: str) -> bytes:
+    """px's ``.env`` for a per-account px: only the key its clients must give (see :func:`client_token`)."""
+    if not CLIENT_TOKEN.match(token):
+        raise AuthProxySpecError("the client key must be 32 or more URL-safe characters")
+    return ("# %s\nPX_CLIENT_PASSWORD='%s'\n" % (HEADER, token)).encode()
+
+
 def render_px_env(password: str) -> bytes:
     """px's ``.env`` (python-dotenv syntax): ``PX_PASSWORD`` single-quoted (``\\`` and ``\'`` escaped).
 
@@ -256,8 +285,9 @@ def render_cntlm_conf(username: str, domain: str, digest: str, listen_port: int,
 
 
 def mask_file(text: str) -> str:
-    """A diff of these files shows no secret: the ``PX_PASSWORD`` value and the ``PassNTLMv2`` hash are masked."""
-    text = re.sub(r"(?m)^(PX_PASSWORD=).*$", r"\g<1>" + MASK, text)
+    """A diff of these files shows no secret: the ``PX_PASSWORD`` and ``PX_CLIENT_PASSWORD`` values and the
+    ``PassNTLMv2`` hash are masked."""
+    text = re.sub(r"(?m)^(PX_(?:CLIENT_)?PASSWORD=).*$", r"\g<1>" + MASK, text)
     return re.sub(r"(?m)^(Pass(?:NTLMv2|NT|LM)\s+)\S+", r"\g<1>" + MASK, text)
 
 

@@ -195,6 +195,9 @@ options:
 notes:
   - Point conda and pip at the proxy with M(condafleet.proxy.condarc_proxy) and M(condafleet.proxy.env_proxy)
     (C(http://127.0.0.1:PORT), no credentials), or with the C(conda_proxy) role's C(conda_proxy_auth).
+  - With O(auth=kerberos) px asks its clients for the account's name and a random key of its own (RV(client_username),
+    RV(client_key_file)). 127.0.0.1 is shared by every local account, and the key is what keeps the others from
+    using the account's Kerberos ticket.
   - A per-account systemd unit runs while the account has a session, or always after C(loginctl enable-linger).
     The module manages it as the account, through the account's own systemd instance (no user D-Bus needed);
     when none runs, it enables the unit on disk and warns that it starts at the account's next login.
@@ -310,6 +313,20 @@ pip_ran:
   returned: always
   type: bool
   sample: false
+client_username:
+  description:
+    - With O(auth=kerberos), px runs for one account and takes requests only with Basic credentials of that account's
+      name and a key of its own (C(PX_CLIENT_PASSWORD) in RV(client_key_file)), so that another local account cannot
+      borrow the account's ticket. The proxy URL for the account's conda, pip and shell is then
+      C(http://NAME:KEY@127.0.0.1:PORT); the C(conda_proxy) role writes it into the account's own 0600 files.
+  returned: with O(auth=kerberos) and O(state=present)
+  type: str
+  sample: alice
+client_key_file:
+  description: The account's px C(.env), mode C(0600), holding the client key (never returned).
+  returned: with O(auth=kerberos) and O(state=present)
+  type: str
+  sample: /home/alice/.config/condafleet/auth-proxy/.env
 cntlm_missing:
   description:
     - V(true) when O(auth=ntlm) failed because cntlm is not installed; nothing was written. The C(conda_proxy) role
@@ -456,7 +473,10 @@ class Run:
     def argv(self) -> list[str]:
         if self.engine == "cntlm":
             return [self.cntlm_path(), "-f", "-c", self.config_path]
-        return [os.path.join(self.venv, "bin", "px"), "--config=%s" % self.config_path]
+        argv = [os.path.join(self.venv, "bin", "px"), "--config=%s" % self.config_path]
+        if self.scope == "user":  # see client_env
+            argv += _authproxy.px_client_args(self.account.name)
+        return argv
 
     # ---------------------------------------------------------------- rendering
 
@@ -495,13 +515,25 @@ class Run:
             return {self.config_path: conf}
         if p["ntlm_hash"]:
             raise Failure("ntlm_hash is for auth=ntlm only")
+        # A per-account px (Kerberos, the account's ticket) asks its clients for the account's name and a key of its
+        # own, kept from run to run: another local account reaching 127.0.0.1:PORT cannot borrow the ticket.
+        client = self.scope == "user"
         if self.auth == "basic":
             env = _authproxy.render_px_env(_authproxy.check_secret("password", p["password"] or ""))
+        elif client:
+            env = self.client_env
         else:
             env = ("# %s\n" % _authproxy.HEADER).encode()
         ini = _authproxy.render_px_ini(self.auth, self.port, upstream, pac, no_proxy,
                                        p["username"] if self.auth == "basic" else None, p["pac_reload"])
         return {self.config_path: ini, self.credential_path: env}
+
+    def client_env(self, before: bytes | None) -> bytes:
+        """The per-account px's ``.env``: the client key an earlier run wrote (read through the same checks as every
+        file here), or a new one; the key goes back to the action plugin only (see ``client_username``)."""
+        key = _authproxy.client_token(before)
+        self.result.update(client_username=self.account.name, client_key_file=self.credential_path, client_key=key)
+        return _authproxy.render_px_client_env(key)
 
     def service_file(self) -> bytes:
         user, _account = self.service_account()
@@ -517,17 +549,19 @@ class Run:
 
     # ---------------------------------------------------------------- planning and writing
 
-    def plan(self, path: str, content: bytes | None, secret: bool) -> None:
+    def plan(self, path: str, content, secret: bool) -> None:
+        """``content``: the wanted bytes (None: no file), or a function of the current bytes returning them."""
         params = {"backup": self.params["backup"], "follow": self.params["follow"]}
         default_mode = 0o644
-        if secret and content is not None and self.scope == "system":
+        if secret and content is not None and self.scope == "system":  # (a function only in scope=user)
             _name, owner = self.service_account()
             params.update(owner=owner.name, group=owner.group)
             default_mode = 0o600
         elif secret:
             default_mode = 0o600
         in_config = os.path.dirname(path) == self.config_dir
-        edit = plan_edit(path, self.account, params, lambda _before: content, default_mode=default_mode,
+        render = content if callable(content) else (lambda _before: content)
+        edit = plan_edit(path, self.account, params, render, default_mode=default_mode,
                          enforce_mode=secret, make_parents=True,
                          prune_until=self.prune_stop if in_config else self.unit_prune_stop)
         self.edits.append(edit)

@@ -23,6 +23,9 @@ except ImportError:  # pragma: no cover
     pass
 
 LOOPBACK = "127.0.0.1"
+# What conda_proxy's action plugin adds to local_auth_proxy's arguments (its action plugin takes it off before the
+# module sees them) to get the per-account px's client key back, for the methods: never a module option.
+CLIENT_KEY = "_condafleet_client_key"
 
 
 def _upstream(url: str) -> tuple:
@@ -45,7 +48,8 @@ def _upstream(url: str) -> tuple:
 
 class Plan:
     """What conda_proxy does for ``local_proxy``: ``service_user`` to create (or None), whether cntlm must be
-    installed, the ``local_auth_proxy`` arguments, and the arguments the methods then get."""
+    installed, the ``local_auth_proxy`` arguments, and the arguments the methods then get (:meth:`with_client_key`
+    adds the per-account px's client credentials to them)."""
 
     def __init__(self, service_user: str | None, needs_cntlm: bool, proxy_args: dict, method_args: dict) -> None:
         self.service_user = service_user
@@ -56,6 +60,13 @@ class Plan:
     @property
     def proxy_url(self) -> str:
         return "http://%s:%d" % (LOOPBACK, self.proxy_args["listen_port"])
+
+    def with_client_key(self, outcome: dict) -> None:
+        """Take the client key out of local_auth_proxy's ``outcome``; the methods then give px the account's name
+        and that key (``proxy_username``/``proxy_password``: the account's 0600 files, masked everywhere)."""
+        key = outcome.pop(CLIENT_KEY, None)
+        if key:
+            self.method_args.update(proxy_username=self.proxy_args["user"], proxy_password=key)
 
 
 def plan(params: dict, task_args: dict, windows: bool = False) -> Plan:
@@ -110,6 +121,7 @@ def plan(params: dict, task_args: dict, windows: bool = False) -> Plan:
             raise ValueError("local_proxy auth=kerberos uses the account's Kerberos ticket: give no proxy_username, "
                              "proxy_password or credentials in the proxy URL")
         proxy_args["user"] = users[0]
+        proxy_args[CLIENT_KEY] = True
     else:
         service_user = local["service_user"]
         proxy_args["service_user"] = service_user

@@ -176,9 +176,14 @@ def test_everything_alice_sees_points_at_px_on_loopback(corp_run):
     assert proxy["proxy_url"] == "http://127.0.0.1:%d" % PX_PORT and proxy["scope"] == "user"
     shown = as_alice(corp_run["state"], "cat ~/.condarc; echo; env | grep -i _proxy= | sort", timeout=60)
     assert shown.returncode == 0, shown.stderr
-    assert "http://127.0.0.1:%d" % PX_PORT in shown.stdout
+    # alice's name and her px's own client key (another account on h2 cannot borrow her ticket)
+    assert proxy["client_username"] == ACCOUNT
+    assert "@127.0.0.1:%d" % PX_PORT in shown.stdout and "http://%s:" % ACCOUNT in shown.stdout
     assert PROXY_NAME not in shown.stdout and corp_run["corp"].state["address"] not in shown.stdout
-    assert "https_proxy=http://127.0.0.1:%d" % PX_PORT in shown.stdout
+    assert "https_proxy=http://%s:" % ACCOUNT in shown.stdout
+    bob = ssh(corp_run["state"], "curl -sS -o /dev/null -w '%%{http_code}' --noproxy '' --proxy http://127.0.0.1:%d %s"
+              % (PX_PORT, corp_run["lab_vars"]["lab_channel_repodata_url"]), user="bob")
+    assert bob.stdout == "407", bob.stdout + bob.stderr
     # px listens on loopback only: h2's listening sockets on the port, and the lab's network finds it closed
     listening = ssh(corp_run["state"], "cat /proc/net/tcp /proc/net/tcp6")
     port = ":%04X" % PX_PORT
@@ -195,7 +200,7 @@ def test_verify_passes_through_px(corp_run):
     verified, raw = corp_run["verified"]
     assert not verified.get("failed") and verified["changed"] is False, raw[-5000:]
     assert verified["verify"][0]["probe"]["outcome"] == "ok"
-    assert verified["verify"][0]["requests"]["repodata"]["proxy"] == "http://127.0.0.1:%d" % PX_PORT
+    assert verified["verify"][0]["requests"]["repodata"]["proxy"].endswith("@127.0.0.1:%d" % PX_PORT)
 
 
 def test_real_conda_searches_and_creates_through_the_negotiate_squid(corp_run):

@@ -364,9 +364,17 @@ def test_kerberos_account_runs_real_conda_through_px_with_no_password_anywhere(h
         host.verify_unit(unit, user_unit=True)
         service = host.run_unit(unit, port, account=alice.pw_name)
 
-        # conda sees only http://127.0.0.1:PORT, written by the collection's own module
-        proxy_url = "http://127.0.0.1:%d" % port
-        host.configure(dict(user=alice.pw_name, http=proxy_url, https=proxy_url), module="condarc_proxy")
+        # conda sees only http://alice:KEY@127.0.0.1:PORT, written by the collection's own module: px takes only
+        # requests carrying the account's name and its client key (from its 0600 .env), never returned by the task
+        assert applied["client_username"] == alice.pw_name and "client_key" not in applied
+        assert oct(os.stat(applied["client_key_file"]).st_mode & 0o777) == "0o600"
+        with open(applied["client_key_file"]) as handle:
+            key = handle.read().split("PX_CLIENT_PASSWORD='")[1].split("'")[0]
+        assert key not in json.dumps(applied)
+        host.configure(dict(user=alice.pw_name, http="http://127.0.0.1:%d" % port, https="http://127.0.0.1:%d" % port,
+                            proxy_username=alice.pw_name, proxy_password=key), module="condarc_proxy")
+        anyone = curl_through(port, channel.url + "/fleet-channel/noarch/repodata.json")
+        assert anyone == "407", anyone  # another account, without the key
         channel_url = channel.url + "/fleet-channel"
         search = host.login(alice.pw_name, "CONDA_SOLVER=classic %s search --override-channels -c %s %s"
                             % (conda, channel_url, realconda.PACKAGE), timeout=180)

@@ -90,19 +90,30 @@ def test_kerberos_role_points_conda_at_px_and_verify_tells_a_lost_ticket(host, w
         assert proxy["proxy_url"] == "http://127.0.0.1:%d" % port and proxy["scope"] == "user"
         # the local proxy's warning reaches the task's result (no systemd here: the unit is not started)
         assert any("systemd is not running" in text for text in applied.get("warnings", [])), applied.get("warnings")
-        with open(os.path.join(alice.pw_dir, ".condarc")) as handle:
+        condarc_path = os.path.join(alice.pw_dir, ".condarc")
+        with open(condarc_path) as handle:
             condarc = handle.read()
-        assert "http://127.0.0.1:%d" % port in condarc and "localhost:%d" % squid.port not in condarc
+        # px asks for alice's name and its own key (kept in its 0600 .env): the others cannot borrow her ticket
+        with open(os.path.join(os.path.dirname(proxy["client_key_file"]), ".env")) as handle:
+            key = handle.read().split("PX_CLIENT_PASSWORD='")[1].split("'")[0]
+        assert proxy["client_username"] == "alice" and "client_key" not in proxy and "_condafleet_client_key" not in proxy
+        assert "http://alice:%s@127.0.0.1:%d" % (key, port) in condarc and "localhost:%d" % squid.port not in condarc
+        assert oct(os.stat(condarc_path).st_mode & 0o777) == "0o600"
+        assert key not in raw
 
         again, raw = run_role(host, role_vars)
         assert again["changed"] is False and again["local_proxy"]["pip_ran"] is False, raw[-3000:]
 
         host.verify_unit(proxy["unit_path"], user_unit=True)
         service = host.run_unit(proxy["unit_path"], port, account="alice")
+        host.add_account("mallory")
+        borrowed = host.login("mallory", "curl -sS -o /dev/null -w '%%{http_code}' --noproxy '' --proxy "
+                              "http://127.0.0.1:%d %s/noarch/repodata.json" % (port, channel_url))
+        assert borrowed.stdout == "407", borrowed.stdout + borrowed.stderr
         verified, raw = run_role(host, dict(role_vars, conda_proxy_verify=True))
         assert not verified.get("failed") and verified["changed"] is False, raw[-3000:]
         assert verified["verify"][0]["probe"]["outcome"] == "ok"
-        assert verified["verify"][0]["requests"]["repodata"]["proxy"] == "http://127.0.0.1:%d" % port
+        assert verified["verify"][0]["requests"]["repodata"]["proxy"].endswith("@127.0.0.1:%d" % port)
 
         search = host.login("alice", "CONDA_SOLVER=classic %s search --override-channels -c %s %s"
                             % (conda, channel_url, realconda.PACKAGE), timeout=180)

@@ -126,7 +126,9 @@ def test_system_service_enabled_started_restarted_and_back_after_reboot(sd_run):
     applied, raw = playbook(sd_run, ROLE, role_vars)
     assert applied["changed"] and not applied.get("failed"), raw[-5000:]
     service = applied["local_proxy"]["service"]
-    assert service["manager"] == "systemd" and service["enabled"] and service["started"], service
+    assert service["manager"] == "systemd" and service["enabled"] and service["started"], (service, host.ssh(
+        "systemctl is-enabled %s; ls -la /etc/systemd/system/multi-user.target.wants/; hostname; uptime; "
+        "journalctl --no-pager | grep -i condafleet | head -20" % UNIT).stdout, applied["local_proxy"])
     assert host.ssh("systemctl is-enabled %s && systemctl is-active %s" % (UNIT, UNIT)).stdout.split() == \
         ["enabled", "active"]
     assert host.ssh("systemctl show -p User --value %s" % UNIT).stdout.strip() == "condafleet-proxy"

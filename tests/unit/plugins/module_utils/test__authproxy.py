@@ -245,3 +245,29 @@ def test_pip_argv_offline_and_index():
     assert offline[-1] == "px-proxy==0.13.0" and "--no-index" in offline and "/w" in offline
     index = ap.pip_install_argv("/v/bin/python", "0.13.0", index_url="https://m/simple")
     assert "--index-url" in index and "--no-index" not in index
+
+
+# ---------------------------------------------------------------------------- the per-account px's client key
+
+
+def test_client_token_is_kept_from_run_to_run_and_made_when_missing_or_unusable():
+    first = ap.client_token(None)
+    assert ap.CLIENT_TOKEN.match(first) and first != ap.client_token(None)
+    written = ap.render_px_client_env(first)
+    assert ap.client_token(written) == first
+    for before in (b"", b"PX_CLIENT_PASSWORD='short'\n", b"PX_CLIENT_PASSWORD='%s x'\n" % (b"a" * 40),
+                   b"# PX_CLIENT_PASSWORD='" + b"b" * 40 + b"'\n", b"\xff\xfe garbage"):
+        made = ap.client_token(before)
+        assert ap.CLIENT_TOKEN.match(made) and made.encode() not in before
+
+
+def test_client_env_refuses_a_key_px_or_dotenv_would_read_otherwise():
+    with pytest.raises(ap.AuthProxySpecError):
+        ap.render_px_client_env("it's ${HOME} and too short")
+
+
+def test_client_key_is_masked_in_diffs_and_given_on_the_command_line():
+    key = ap.client_token(None)
+    text = ap.render_px_client_env(key).decode()
+    assert key not in ap.mask_file(text) and "PX_CLIENT_PASSWORD=" in ap.mask_file(text)
+    assert ap.px_client_args("alice") == ["--client-auth=BASIC", "--client-username=alice"]
