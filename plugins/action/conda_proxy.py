@@ -110,6 +110,8 @@ class ActionModule(NormalAction):
         return self._local_proxy_outcome(result, outcome, note)
 
     def _local_proxy_outcome(self, result: dict, outcome: dict, note: str = "") -> dict | None:
+        if outcome.get("failed"):
+            outcome.pop(_local_proxy.CLIENT_KEY, None)  # (handed over on success only; never into a result)
         self._lift(result, outcome)
         result["local_proxy"] = outcome
         result["changed"] = result["changed"] or bool(outcome.get("changed"))

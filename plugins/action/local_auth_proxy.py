@@ -66,7 +66,7 @@ class ActionModule(NormalAction):
             self._task.args = args
             result = super().run(tmp, task_vars)
             key = result.pop("client_key", None)
-            if wanted and key:
+            if wanted and key and not result.get("failed"):
                 result[CLIENT_KEY] = key
             return result
         self._vars = task_vars or {}

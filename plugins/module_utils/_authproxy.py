@@ -228,7 +228,7 @@ def render_px_ini(auth: str, listen_port: int, upstream: t.Sequence[str] = (), p
     return "\n".join(lines).encode()
 
 
-CLIENT_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,}$")
+CLIENT_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
 
 
 def client_token(before: bytes | None) -> str:
@@ -253,7 +253,7 @@ def px_client_args(username: str) -> list[str]:
 def render_px_client_env(token: str) -> bytes:
     """px's ``.env`` for a per-account px: only the key its clients must give (see :func:`client_token`)."""
     if not CLIENT_TOKEN.match(token):
-        raise AuthProxySpecError("the client key must be 32 or more URL-safe characters")
+        raise AuthProxySpecError("the client key must be 32 to 128 URL-safe characters")
     return ("# %s\nPX_CLIENT_PASSWORD='%s'\n" % (HEADER, token)).encode()
 
 

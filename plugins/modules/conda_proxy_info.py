@@ -287,6 +287,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import ssl
 import stat
 import subprocess
@@ -586,34 +587,43 @@ def netrc_authorization(url: str, home: str, env: dict, warnings: list) -> str |
 
 
 REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
 
 
-def get_through_proxy(url: str, proxy: str, headers: dict, timeout: float) -> tuple[int, str, object, str]:
-    """GET an ``http://`` URL through ``proxy`` as requests (conda) does, on a connection that stays open; urllib
-    always sends ``Connection: close``, and a proxy that authenticates the connection (NTLM, Negotiate; squid,
-    and cntlm relaying it) offers its scheme only on one that stays open. Follows redirects to other
-    ``http://`` URLs; returns ``(status, reason, headers, the URL answered)``."""
+def get_through_proxy(url: str, proxy: str, headers: dict, deadline: float) -> tuple:
+    """GET an ``http://`` URL through the ``http://`` ``proxy`` as requests (conda) does, on a connection that stays
+    open: urllib always sends ``Connection: close``, and a proxy that authenticates the connection (NTLM, Negotiate;
+    squid, and cntlm relaying it) offers its scheme only on one that stays open. Follows redirects to ``http://``
+    URLs (``Authorization`` dropped when the host changes, as requests does), all before ``deadline``
+    (``time.monotonic()``). Returns ``(status, reason, response headers, the URL answered, the headers sent)``; a
+    redirect elsewhere comes back as it is, for the caller."""
     parts = urlsplit(proxy)
     credentials = {}
     if parts.username is not None:
         token = base64.b64encode(("%s:%s" % (unquote(parts.username), unquote(parts.password or ""))).encode())
         credentials["Proxy-Authorization"] = "Basic " + token.decode()
-    for _hop in range(6):
-        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    for _hop in range(MAX_REDIRECTS + 1):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("timed out following redirects")
+        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=remaining)
         try:
-            sent = dict(headers, Host=urlsplit(url).netloc, Connection="keep-alive", **credentials)
-            connection.request("GET", url, headers=sent)
+            connection.request("GET", url, headers=dict(headers, Host=urlsplit(url).netloc, Connection="keep-alive",
+                                                        **credentials))
             response = connection.getresponse()
             response.read(1024)
         finally:
             connection.close()
         location = response.getheader("Location")
-        if response.status not in REDIRECTS or not location or urlsplit(urljoin(url, location)).scheme != "http":
-            return response.status, response.reason, response.headers, url
-        if urlsplit(urljoin(url, location)).hostname != urlsplit(url).hostname:
-            headers = dict((k, v) for k, v in headers.items() if k.lower() != "authorization")  # as requests does
-        url = urljoin(url, location)
-    return response.status, response.reason, response.headers, url
+        if response.status not in REDIRECTS or not location:
+            return response.status, response.reason, response.headers, url, headers
+        target = urljoin(url, location)
+        if urlsplit(target).hostname != urlsplit(url).hostname:
+            headers = dict((k, v) for k, v in headers.items() if k.lower() != "authorization")
+        if urlsplit(target).scheme != "http":
+            return response.status, response.reason, response.headers, url, headers
+        url = target
+    raise HTTPError(url, response.status, "more than %d redirects" % MAX_REDIRECTS, response.headers, None)
 
 
 def probe(url: str, proxy: str | None, context, authorization: str | None, timeout: float) -> dict:
@@ -623,16 +633,22 @@ def probe(url: str, proxy: str | None, context, authorization: str | None, timeo
     if authorization:
         request.add_header("Authorization", authorization)
     try:
-        if proxy and scheme == "http":
-            status, reason, headers, answered = get_through_proxy(url, proxy, dict(request.header_items()), timeout)
-            if status in REDIRECTS:  # to https: urllib from there
-                url, scheme = urljoin(answered, headers.get("Location")), "https"
+        if proxy and scheme == "http" and urlsplit(proxy).scheme.lower() == "http":
+            status, reason, headers, answered, sent = get_through_proxy(
+                url, proxy, dict(request.header_items()), time.monotonic() + timeout)
+            if status in REDIRECTS:
+                target = urljoin(answered, headers.get("Location"))
+                if urlsplit(target).scheme != "https":  # as requests: no file://, ftp://... from a channel's answer
+                    raise HTTPError(answered, status, "redirect to %s:// not followed" % urlsplit(target).scheme,
+                                    headers, None)
+                # the https hop through the same proxy, with the same TLS settings and what was left of the headers
+                handlers = [ProxyHandler({"https": proxy})] + ([HTTPSHandler(context=context)] if context else [])
+                request = Request(target, headers=sent)
             elif status >= 400:
                 raise HTTPError(answered, status, reason, headers, None)
             else:
                 return {"outcome": "ok", "status": status}
-        with build_opener(*handlers).open(request if url == request.full_url else Request(
-                url, headers=dict(request.header_items())), timeout=timeout) as response:
+        with build_opener(*handlers).open(request, timeout=timeout) as response:
             response.read(1024)
             return {"outcome": "ok", "status": response.status}
     except HTTPError as exc:

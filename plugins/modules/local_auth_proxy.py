@@ -357,6 +357,7 @@ service:
 import os
 import platform
 import shutil
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -373,6 +374,9 @@ from ansible_collections.condafleet.proxy.plugins.module_utils._fileio import (
 SYSTEM_CONFIG_DIR = "/etc/condafleet/auth-proxy"
 USER_CONFIG_DIR = ".config/condafleet/auth-proxy"
 CNTLM_CANDIDATES = ("/usr/sbin/cntlm", "/usr/bin/cntlm", "/usr/local/bin/cntlm", "/opt/homebrew/bin/cntlm")
+
+
+USER_SYSTEMCTL_TIMEOUT = 30  # seconds for one systemctl --user call as the account
 
 
 class Failure(Exception):
@@ -634,8 +638,13 @@ class Run:
     # ---------------------------------------------------------------- the service
 
     def user_manager_running(self) -> bool:
-        """Whether the account's own systemd instance runs (a session, or lingering): its private socket exists."""
-        return os.path.exists("/run/user/%d/systemd/private" % self.account.uid)
+        """Whether the account's own systemd instance runs (a session, or lingering): its private socket exists, a
+        socket of the account's (not followed: the account owns the directory)."""
+        try:
+            info = os.lstat("/run/user/%d/systemd/private" % self.account.uid)
+        except OSError:
+            return False
+        return stat.S_ISSOCK(info.st_mode) and info.st_uid == self.account.uid
 
     def systemctl(self, *args: str, check: bool = True, offline: bool = False) -> int:
         """``systemctl`` for the unit's manager. A per-account unit is managed as the account (``setpriv``, a clean
@@ -645,8 +654,10 @@ class Run:
         argv = ["systemctl"]
         if self.scope == "user":
             uid, gid = self.account.uid, self.account.gid
-            argv = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--init-groups", "--reset-env", "env",
-                    "XDG_RUNTIME_DIR=/run/user/%d" % uid, "systemctl", "--user"] + (["--root=/"] if offline else [])
+            # bounded: the account owns /run/user/UID, and a socket of its own there could leave systemctl waiting
+            argv = ["timeout", str(USER_SYSTEMCTL_TIMEOUT), "setpriv", "--reuid=%d" % uid, "--regid=%d" % gid,
+                    "--init-groups", "--reset-env", "env", "XDG_RUNTIME_DIR=/run/user/%d" % uid, "systemctl",
+                    "--user"] + (["--root=/"] if offline else [])
         rc, out, err = self.module.run_command(argv + list(args))
         if rc != 0 and check:
             raise Failure("%s failed: %s" % (" ".join(argv + list(args)), (err or out).strip()))
