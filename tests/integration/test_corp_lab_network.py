@@ -31,10 +31,10 @@ import pytest
 
 import lab as labmod  # tests/lab, put on sys.path by conftest.py
 import realconda
-from ansible_collections.condafleet.proxy.plugins.module_utils import _authproxy
 from corplab import PROXY_NAME, SCAN_COMMAND, WHEELS_ON_HOST, WORKSTATION_PLAY, CorpNet, needles
 from modulerun import run_playbook
 from servers import require
+from test_local_auth_proxy import unit_start_script
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.xdist_group("corp_lab_network")]
 
@@ -79,11 +79,7 @@ def start_px(run: dict, unit_path: str) -> int:
     ``systemctl --user start`` would; returns its pid once it listens."""
     unit = ssh(run["state"], "cat %s" % shlex.quote(unit_path))
     assert unit.returncode == 0, unit.stderr
-    data = unit.stdout.encode()
-    service = _authproxy.parse_unit(data)["Service"]
-    env = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in _authproxy.unit_environment(data).items())
-    script = "cd %s && exec env %s %s" % (shlex.quote(service["WorkingDirectory"][-1]), env,
-                                          " ".join(shlex.quote(a) for a in _authproxy.unit_exec_start(data)))
+    script = unit_start_script(unit.stdout.encode())
     started = ssh(run["state"], (
         "setpriv --reuid={a} --regid={a} --init-groups --reset-env /bin/sh -c {s} >>/run/px-{a}.log 2>&1 </dev/null &"
         " echo $!; for i in $(seq 150); do python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {p}), 1)'"

@@ -162,12 +162,8 @@ class Host:
         Environment, the way systemd would; returns once it listens on ``port``."""
         with open(self.path(unit_path), "rb") as handle:
             unit = handle.read()
-        service = _authproxy.parse_unit(unit)["Service"]
-        user = service.get("User", [account])[-1]
-        argv = _authproxy.unit_exec_start(unit)
-        env = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in _authproxy.unit_environment(unit).items())
-        script = "cd %s && exec env %s %s" % (shlex.quote(service["WorkingDirectory"][-1]), env,
-                                              " ".join(shlex.quote(a) for a in argv))
+        user = _authproxy.parse_unit(unit)["Service"].get("User", [account])[-1]
+        script = unit_start_script(unit)
         log = open(os.path.join(self.base, "service-%d.log" % port), "wb")
         proc = subprocess.Popen(self.etc.argv(["setpriv", "--reuid=%s" % user, "--regid=%s" % user, "--init-groups",
                                                "--reset-env", "/bin/sh", "-c", script]),
@@ -190,6 +186,15 @@ class Host:
     def stop(self) -> None:
         for proc in self.services:
             stop_process(proc)
+
+
+def unit_start_script(unit: bytes) -> str:
+    """A ``/bin/sh -c`` script that does what systemd does with the unit's ``[Service]``: its ExecStart in its
+    WorkingDirectory with its Environment (the account to run it as is the caller's)."""
+    service = _authproxy.parse_unit(unit)["Service"]
+    env = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in _authproxy.unit_environment(unit).items())
+    return "cd %s && exec env %s %s" % (shlex.quote(service["WorkingDirectory"][-1]), env,
+                                        " ".join(shlex.quote(a) for a in _authproxy.unit_exec_start(unit)))
 
 
 @pytest.fixture
